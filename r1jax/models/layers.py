@@ -1,0 +1,95 @@
+"""Transformer building blocks as pure functions over parameter dicts.
+
+RMSNorm, rotary embeddings (Qwen's rotate-half layout), grouped-query attention over a block of
+"own" keys (the current tokens, or a KV cache) plus an optional read-only shared prefix, and a
+SwiGLU MLP. The shared prefix is how G samples of one prompt attend to that prompt's KV once:
+queries are grouped [prompts, G, ...] against prefix keys [prompts, ...], so the prompt's cache is
+neither recomputed nor copied G times. Softmax runs in float32 whatever the compute dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.mesh import constrain
+
+NEG_INF = -1e30
+
+
+def rms_norm(x, weight, eps):
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (y * weight.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(x, positions, theta):
+  """Rotary embedding on [B, T, heads, head_dim] at integer positions [B, T]."""
+  half = x.shape[-1] // 2
+  freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / x.shape[-1]))
+  angles = positions.astype(jnp.float32)[..., None] * freq          # [B, T, half]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def project_qkv(params, x, positions, num_kv_heads, theta, dtype):
+  """Returns q [B,T,H,Dh], k and v [B,T,KV,Dh] with rotary embeddings applied to q and k."""
+  def proj(name):
+    y = jnp.einsum("btd,dhk->bthk", x, params[name].astype(dtype))
+    if f"{name}_bias" in params:
+      y = y + params[f"{name}_bias"].astype(dtype)
+    return y
+  q, k, v = proj("q"), proj("k"), proj("v")
+  q = constrain(rope(q, positions, theta), ("batch", "length", "act_heads", "head_dim"))
+  k = constrain(rope(k, positions, theta), ("batch", "length", "kv_heads", "head_dim"))
+  v = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
+  return q, k, v
+
+
+def _scores(q, k):
+  """q [B,T,KV,R,Dh] . k [B,S,KV,Dh] -> [B,KV,R,T,S] in float32."""
+  return jnp.einsum("btkrd,bskd->bkrts", q, k, preferred_element_type=jnp.float32)
+
+
+def attend(q, k, v, mask, prefix=None):
+  """Grouped-query attention.
+
+  q: [B, T, H, Dh]; k, v: [B, S, KV, Dh]; mask: [B, T, S] bool (True = may attend).
+  prefix: optional (pk, pv, pmask) with pk, pv [Bp, P, KV, Dh] and pmask [Bp, P], shared by the
+    G = B // Bp consecutive rows of each prompt.
+  Returns [B, T, H, Dh].
+  """
+  b, t, h, dh = q.shape
+  kv = k.shape[2]
+  q = (q * (dh ** -0.5)).reshape(b, t, kv, h // kv, dh)
+  scores = jnp.where(mask[:, None, None], _scores(q, k), NEG_INF)
+  if prefix is not None:
+    pk, pv, pmask = prefix
+    bp = pk.shape[0]
+    qg = q.reshape(bp, b // bp, t, kv, h // kv, dh)
+    pscores = jnp.einsum("bgtkrd,bpkd->bgkrtp", qg, pk, preferred_element_type=jnp.float32)
+    pscores = jnp.where(pmask[:, None, None, None, None, :], pscores, NEG_INF)
+    scores = jnp.concatenate([pscores.reshape(b, kv, h // kv, t, -1), scores], axis=-1)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  if prefix is not None:
+    p_len = pk.shape[1]
+    pprobs = probs[..., :p_len].reshape(bp, b // bp, kv, h // kv, t, p_len)
+    out = jnp.einsum("bgkrtp,bpkd->bgtkrd", pprobs, pv).reshape(b, t, kv, h // kv, dh)
+    out = out + jnp.einsum("bkrts,bskd->btkrd", probs[..., p_len:], v)
+  else:
+    out = jnp.einsum("bkrts,bskd->btkrd", probs, v)
+  return out.reshape(b, t, h, dh)
+
+
+def output_projection(params, attn_out, dtype):
+  return jnp.einsum("bthk,hkd->btd", attn_out, params["o"].astype(dtype))
+
+
+def swiglu(params, x, dtype):
+  gate = jnp.einsum("btd,df->btf", x, params["gate"].astype(dtype))
+  up = jnp.einsum("btd,df->btf", x, params["up"].astype(dtype))
+  hidden = constrain(jax.nn.silu(gate) * up, ("batch", "length", "act_mlp"))
+  return jnp.einsum("btf,fd->btd", hidden, params["down"].astype(dtype))

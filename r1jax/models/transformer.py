@@ -1,0 +1,242 @@
+"""The decoder-only policy: parameter layout, init, and one pure apply function.
+
+Parameters are a plain dict pytree. Layers of one kind are stacked on a leading `layers` axis and
+run under `lax.scan`: first the dense stack (all layers of a dense model, or the first k of a
+DeepSeekMoE model), then the MoE stack. Every leaf has a logical-axes tuple (:func:`param_axes`)
+that the mesh rules turn into shardings, so state can be created already sharded.
+
+:func:`forward` covers training, prefill and decoding with one code path: without a cache the
+tokens attend causally to each other (within a segment, for packed rows); with a
+:class:`KVCache` the new keys are written at ``cache.index`` and the tokens attend to every valid
+slot up to their own; with a ``prefix`` (a read-only KVCache of B/G prompts) they also attend to
+the prompt keys shared by each group of G consecutive rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from r1jax.mesh import constrain
+from r1jax.models import layers, moe
+from r1jax.models.config import ModelConfig
+
+Params = dict[str, Any]
+STACKS = ("dense", "moe")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+  """Keys and values per stack [L, B, S, KV, Dh], which slots hold a token [B, S], next slot."""
+  k: dict[str, jax.Array]
+  v: dict[str, jax.Array]
+  mask: jax.Array
+  index: jax.Array
+
+  @property
+  def length(self) -> int:
+    return self.mask.shape[1]
+
+
+def _stack_sizes(cfg: ModelConfig) -> dict[str, int]:
+  return {name: n for name, n in (("dense", cfg.num_dense_layers), ("moe", cfg.num_moe_layers)) if n}
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
+  dtype = jnp.dtype(dtype or cfg.compute_dtype)
+  shape = lambda n: (n, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  sizes = _stack_sizes(cfg)
+  return KVCache(k={s: jnp.zeros(shape(n), dtype) for s, n in sizes.items()},
+                 v={s: jnp.zeros(shape(n), dtype) for s, n in sizes.items()},
+                 mask=jnp.zeros((batch, length), bool), index=jnp.zeros((), jnp.int32))
+
+
+def cache_axes(cfg: ModelConfig) -> KVCache:
+  axes = ("layers", "batch", "length", "kv_heads", "head_dim")
+  sizes = _stack_sizes(cfg)
+  return KVCache(k={s: axes for s in sizes}, v={s: axes for s in sizes},
+                 mask=("batch", "length"), index=())
+
+
+# name -> (shape without the layers axis, logical axes without `layers`, init)
+def _attention_spec(cfg: ModelConfig):
+  d, h, kv, dh = cfg.dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  spec = {"q": ((d, h, dh), ("embed", "heads", "head_dim"), "normal"),
+          "k": ((d, kv, dh), ("embed", "kv_heads", "head_dim"), "normal"),
+          "v": ((d, kv, dh), ("embed", "kv_heads", "head_dim"), "normal"),
+          "o": ((h, dh, d), ("heads", "head_dim", "embed"), "normal")}
+  if cfg.qkv_bias:
+    spec |= {"q_bias": ((h, dh), ("heads", "head_dim"), "zeros"),
+             "k_bias": ((kv, dh), ("kv_heads", "head_dim"), "zeros"),
+             "v_bias": ((kv, dh), ("kv_heads", "head_dim"), "zeros")}
+  return spec
+
+
+def _mlp_spec(d, f, mlp_axis="mlp"):
+  return {"gate": ((d, f), ("embed", mlp_axis), "normal"),
+          "up": ((d, f), ("embed", mlp_axis), "normal"),
+          "down": ((f, d), (mlp_axis, "embed"), "normal")}
+
+
+def _block_spec(cfg: ModelConfig, kind: str):
+  d = cfg.dim
+  spec = {"attn_norm": ((d,), ("act_embed",), "ones"), "attn": _attention_spec(cfg),
+          "mlp_norm": ((d,), ("act_embed",), "ones")}
+  if kind == "dense":
+    spec["mlp"] = _mlp_spec(d, cfg.ffn_dim)
+    return spec
+  m = cfg.moe
+  experts = {name: ((m.num_experts, *shape), ("expert", *axes), init)
+             for name, (shape, axes, init) in _mlp_spec(d, m.expert_ffn_dim, "expert_mlp").items()}
+  spec["moe"] = {"router": ((d, m.num_experts), ("embed", None), "normal"),
+                 "router_bias": ((m.num_experts,), (None,), "zeros"), "experts": experts}
+  if m.shared_ffn_dim:
+    spec["moe"]["shared"] = _mlp_spec(d, m.shared_ffn_dim)
+    if m.shared_gate:
+      spec["moe"]["shared_gate"] = ((d, 1), ("embed", None), "normal")
+  return spec
+
+
+def _model_spec(cfg: ModelConfig):
+  spec = {"embed": ((cfg.vocab_size, cfg.dim), ("vocab", "embed"), "normal"),
+          "final_norm": ((cfg.dim,), ("act_embed",), "ones")}
+  for stack, n in _stack_sizes(cfg).items():
+    spec[stack] = jax.tree.map(lambda leaf, n=n: ((n, *leaf[0]), ("layers", *leaf[1]), leaf[2]),
+                               _block_spec(cfg, stack), is_leaf=_is_spec_leaf)
+  if not cfg.tie_embeddings:
+    spec["lm_head"] = ((cfg.dim, cfg.vocab_size), ("embed", "vocab"), "normal")
+  return spec
+
+
+def _is_spec_leaf(x) -> bool:
+  return isinstance(x, tuple) and len(x) == 3 and isinstance(x[2], str)
+
+
+def param_axes(cfg: ModelConfig):
+  """The logical axes of every parameter, as a pytree shaped like the params."""
+  return jax.tree.map(lambda leaf: leaf[1], _model_spec(cfg), is_leaf=_is_spec_leaf)
+
+
+def init(cfg: ModelConfig, rng: jax.Array, init_std: float = 0.02) -> Params:
+  spec = _model_spec(cfg)
+  leaves, treedef = jax.tree.flatten(spec, is_leaf=_is_spec_leaf)
+  keys = jax.random.split(rng, len(leaves))
+  def make(leaf, key):
+    shape, _, kind = leaf
+    if kind == "ones":
+      return jnp.ones(shape, cfg.weight_dtype)
+    if kind == "zeros":
+      return jnp.zeros(shape, cfg.weight_dtype)
+    return (init_std * jax.random.normal(key, shape, jnp.float32)).astype(cfg.weight_dtype)
+  return jax.tree.unflatten(treedef, [make(leaf, key) for leaf, key in zip(leaves, keys)])
+
+
+def _self_mask(cfg, tokens, segment_ids, token_mask, cache):
+  """[B, T, S] visibility among the block's own keys (or the cache's slots)."""
+  b, t = tokens.shape
+  if cache is None:
+    visible = jnp.tril(jnp.ones((t, t), bool))[None]
+    if segment_ids is not None:
+      same = segment_ids[:, :, None] == segment_ids[:, None, :]
+      visible = visible & same & (segment_ids[:, None, :] != 0)
+    return jnp.broadcast_to(visible, (b, t, t)), None
+  slots = jnp.arange(cache.length)
+  written = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, cache.index))
+  upto = slots[None, :] <= cache.index + jnp.arange(t)[:, None]
+  return written[:, None, :] & upto[None], written
+
+
+def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index):
+  dtype = cfg.dtype
+  h = layers.rms_norm(x, p["attn_norm"], cfg.norm_eps)
+  q, k, v = layers.project_qkv(p["attn"], h, positions, cfg.num_kv_heads, cfg.rope_theta, dtype)
+  if kv is not None:
+    ck, cv = kv
+    ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
+    cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+    kv = (ck, cv)
+    k, v = ck.astype(dtype), cv.astype(dtype)
+  if prefix is not None:
+    prefix = (prefix[0].astype(dtype), prefix[1].astype(dtype), prefix[2])
+  out = layers.attend(q, k, v, mask, prefix)
+  x = x + layers.output_projection(p["attn"], out, dtype)
+  x = constrain(x, ("batch", "length", "act_embed"))
+  h = layers.rms_norm(x, p["mlp_norm"], cfg.norm_eps)
+  if kind == "dense":
+    y, aux = layers.swiglu(p["mlp"], h, dtype), None
+  else:
+    y, aux = moe.moe_ffn(p["moe"], h, cfg.moe, dtype)
+  x = constrain(x + y, ("batch", "length", "act_embed"))
+  return x, kv, aux
+
+
+def _remat(cfg: ModelConfig, fn):
+  if cfg.remat == "none":
+    return fn
+  policy = None if cfg.remat == "full" else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  return jax.checkpoint(fn, policy=policy)
+
+
+def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_ids=None,
+          token_mask=None, cache: KVCache | None = None, prefix: KVCache | None = None):
+  """Final normalised hidden states [B, T, D], the updated cache, and MoE aux outputs."""
+  b, t = tokens.shape
+  if token_mask is None:
+    token_mask = jnp.ones((b, t), bool)
+  if positions is None:
+    start = 0 if cache is None else cache.index
+    positions = jnp.broadcast_to(start + jnp.arange(t, dtype=jnp.int32), (b, t))
+  mask, written = _self_mask(cfg, tokens, segment_ids, token_mask, cache)
+  x = constrain(params["embed"].astype(cfg.dtype)[tokens], ("batch", "length", "act_embed"))
+  aux_loss = jnp.zeros((), jnp.float32)
+  expert_load = None
+  new_k, new_v = {}, {}
+  for stack in _stack_sizes(cfg):
+    def body(carry, layer, stack=stack):
+      x, ck_all, cv_all, i = carry
+      p, pk, pv = layer
+      kv = None
+      if ck_all is not None:
+        kv = (ck_all[i], cv_all[i])
+      pre = None if pk is None else (pk, pv, prefix.mask)
+      x, kv, aux = _block(cfg, stack, p, x, positions, mask, kv, pre,
+                          None if cache is None else cache.index)
+      if kv is not None:
+        ck_all = jax.lax.dynamic_update_index_in_dim(ck_all, kv[0], i, 0)
+        cv_all = jax.lax.dynamic_update_index_in_dim(cv_all, kv[1], i, 0)
+      return (x, ck_all, cv_all, i + 1), aux
+    caches = (None, None) if cache is None else (cache.k[stack], cache.v[stack])
+    pre = (None, None) if prefix is None else (prefix.k[stack], prefix.v[stack])
+    (x, ck, cv, _), aux = jax.lax.scan(_remat(cfg, body), (x, *caches, jnp.int32(0)),
+                                       (params[stack], *pre))
+    new_k[stack], new_v[stack] = ck, cv
+    if aux is not None:
+      aux_loss = aux_loss + jnp.sum(aux["aux_loss"])
+      expert_load = aux["expert_load"]
+  h = layers.rms_norm(x, params["final_norm"], cfg.norm_eps)
+  new_cache = None
+  if cache is not None:
+    new_cache = KVCache(k=new_k, v=new_v, mask=written, index=cache.index + t)
+  return h, new_cache, {"aux_loss": aux_loss, "expert_load": expert_load}
+
+
+def head(cfg: ModelConfig, params: Params, h):
+  """Vocabulary logits in float32 from hidden states."""
+  w = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+  out = jnp.einsum("btd,dv->btv", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+  return constrain(out, ("batch", "length", "act_vocab"))
+
+
+def forward(cfg: ModelConfig, params: Params, tokens, **kwargs):
+  """(logits f32 [B, T, V], updated cache or None, aux). kwargs as in :func:`trunk`."""
+  h, cache, aux = trunk(cfg, params, tokens, **kwargs)
+  return head(cfg, params, h), cache, aux
+
+
+def logits(cfg: ModelConfig, params: Params, tokens) -> jax.Array:
+  """Teacher-forced logits, float32 [batch, time, vocab], positions 0..T-1, causal."""
+  return forward(cfg, params, tokens)[0]
