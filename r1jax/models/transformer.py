@@ -240,3 +240,21 @@ def forward(cfg: ModelConfig, params: Params, tokens, **kwargs):
 def logits(cfg: ModelConfig, params: Params, tokens) -> jax.Array:
   """Teacher-forced logits, float32 [batch, time, vocab], positions 0..T-1, causal."""
   return forward(cfg, params, tokens)[0]
+
+
+def prompt_positions(prompt_mask) -> jax.Array:
+  """Positions of left-padded prompts: 0 at each prompt's first real token (pads clamp to 0)."""
+  return jnp.maximum(jnp.cumsum(prompt_mask.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def prefill(cfg: ModelConfig, params: Params, prompt_tokens, prompt_mask, cache_dtype=None):
+  """Runs left-padded prompts [B, P] once: (logits of the last position [B, V], prompt KVCache).
+
+  The returned cache is what G samples of each prompt share as their read-only ``prefix``; the
+  next token's position is ``prompt_mask.sum(1)``.
+  """
+  b, p = prompt_tokens.shape
+  cache = init_cache(cfg, b, p, cache_dtype)
+  out, cache, _ = forward(cfg, params, prompt_tokens, positions=prompt_positions(prompt_mask),
+                          token_mask=prompt_mask.astype(bool), cache=cache)
+  return out[:, -1], cache
