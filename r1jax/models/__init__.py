@@ -6,5 +6,6 @@ weights to and from Hugging Face safetensors checkpoints.
 """
 
 from r1jax.models.config import ModelConfig, MoEConfig
+from r1jax.models.hf import load_hf, save_hf
 from r1jax.models.transformer import (KVCache, cache_axes, forward, init, init_cache, logits,
                                       param_axes, prefill, prompt_positions, trunk, head)

@@ -1,0 +1,263 @@
+"""Import and export of Hugging Face checkpoints: `config.json` plus (sharded) `*.safetensors`.
+
+:func:`load_hf` reads a Qwen2 / Qwen2.5 / Qwen2-MoE directory with numpy and safetensors (no
+torch), checks every tensor's presence and shape against the config before converting it, and
+stacks the per-layer tensors into our layout (see :mod:`r1jax.models.hf_names`). :func:`save_hf`
+writes the same format back — config.json, generation_config.json and safetensors, split into
+shards with a `model.safetensors.index.json` when large — so a trained policy can be served by
+transformers, vLLM or SGLang.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, which safetensors needs)
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from r1jax.models import hf_config, hf_names, transformer
+from r1jax.config import check_choice
+from r1jax.models.config import DTYPES, ModelConfig
+from r1jax.models.hf_config import HFCheckpointError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+
+
+class _Tensors:
+  """Name -> file for the checkpoint's safetensors files, opened lazily, read one tensor at a time."""
+
+  def __init__(self, root: pathlib.Path):
+    self.root = root
+    if (root / INDEX).exists():
+      weight_map = json.loads((root / INDEX).read_text())["weight_map"]
+      missing = sorted({f for f in weight_map.values() if not (root / f).exists()})
+      if missing:
+        raise FileNotFoundError(f"{root / INDEX} lists shard files that do not exist: {missing}")
+      self.file_of = {name: root / f for name, f in weight_map.items()}
+    else:
+      files = sorted(root.glob("*.safetensors"))
+      if not files:
+        raise FileNotFoundError(f"no *.safetensors files (nor {INDEX}) in {root}")
+      self.file_of = {}
+      for f in files:
+        with safe_open(f, framework="np") as handle:
+          self.file_of.update(dict.fromkeys(handle.keys(), f))
+    self._open: dict[pathlib.Path, Any] = {}
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return tuple(self._handle(name).get_slice(name).get_shape())
+
+  def get(self, name: str) -> np.ndarray:
+    return self._handle(name).get_tensor(name)
+
+  def _handle(self, name):
+    f = self.file_of[name]
+    if f not in self._open:
+      self._open[f] = safe_open(f, framework="np")
+    return self._open[f]
+
+
+def _read_config(root: pathlib.Path) -> dict[str, Any]:
+  if not root.is_dir():
+    raise FileNotFoundError(f"Hugging Face checkpoint directory not found: {root}")
+  path = root / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{root} has no config.json (not a Hugging Face model directory)")
+  return json.loads(path.read_text())
+
+
+def _flat(names):
+  return [names] if isinstance(names, str) else [n for x in names for n in _flat(x)]
+
+
+def _check_tensors(cfg: ModelConfig, maps, tensors: _Tensors, root: pathlib.Path) -> None:
+  """Every expected tensor is present with the shape the config implies; nothing is left over."""
+  shapes = jax.eval_shape(lambda: transformer.init(cfg, jax.random.key(0)))
+  expected = set()
+  for m in maps:
+    leaf = shapes
+    for key in m.path:
+      leaf = leaf[key]
+    inner = leaf.shape[(m.layers is not None) + bool(m.experts):]
+    hf_shape = jax.eval_shape(m.to_hf, jax.ShapeDtypeStruct(inner, jnp.float32)).shape
+    for name in _flat(m.names()):
+      expected.add(name)
+      if name not in tensors.file_of:
+        continue
+      if tensors.shape(name) != hf_shape:
+        raise HFCheckpointError(f"tensor {name!r} in {tensors.file_of[name]} has shape "
+                                f"{tensors.shape(name)}; config.json implies {hf_shape}")
+  missing = sorted(expected - tensors.file_of.keys())
+  if missing:
+    more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+    raise HFCheckpointError(f"missing tensors in {root}: {missing[:5]}{more}")
+  ignorable = {"lm_head.weight"} if cfg.tie_embeddings else set()  # HF ignores it when tied too
+  extra = sorted(n for n in tensors.file_of.keys() - expected - ignorable
+                 if not n.endswith(hf_names.IGNORED_SUFFIXES))
+  if extra:
+    more = f" (and {len(extra) - 5} more)" if len(extra) > 5 else ""
+    raise HFCheckpointError(f"tensors in {root} that r1jax's model has no place for "
+                            f"(unsupported layout?): {extra[:5]}{more}")
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def load_hf(path: str | os.PathLike, dtype: str | None = None) -> tuple[ModelConfig, dict]:
+  """Reads a Hugging Face Qwen2 / Qwen2.5 / Qwen2-MoE directory into (ModelConfig, params).
+
+  `dtype` sets the parameter dtype ("float32", "bfloat16", "float16"); by default it is the
+  checkpoint's stored dtype. The compute dtype is left at the ModelConfig default (float32);
+  choose it with `dataclasses.replace(cfg, compute_dtype=...)`. Parameters are jax arrays on the
+  default device; the MoE selection bias `router_bias` is zero.
+  """
+  root = pathlib.Path(path)
+  cfg = hf_config.from_hf(_read_config(root), dtype=dtype, where=str(root / "config.json"))
+  tensors = _Tensors(root)
+  maps = hf_names.tensor_maps(cfg)
+  _check_tensors(cfg, maps, tensors, root)
+  np_dtype = np.dtype(cfg.weight_dtype)
+
+  def read(names, to_ours):
+    if isinstance(names, str):
+      return np.ascontiguousarray(to_ours(tensors.get(names)).astype(np_dtype))
+    return np.stack([read(n, to_ours) for n in names])
+
+  params: dict[str, Any] = {}
+  for m in maps:
+    _set(params, m.path, jnp.asarray(read(m.names(), m.to_ours)))
+  if cfg.num_moe_layers:
+    _set(params, ("moe", "moe", "router_bias"),
+         jnp.zeros((cfg.num_moe_layers, cfg.moe.num_experts), np_dtype))
+  return cfg, params
+
+
+def _host(x) -> np.ndarray:
+  """A whole parameter on this host, gathering it first when it spans several processes."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    x = multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(x)
+
+
+def _export_tree(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
+  """Params in a form Qwen2 can hold: zero q/k/v biases are added when the model has none."""
+  hf_config.check_exportable(cfg)
+  if cfg.num_moe_layers:
+    bias = _host(params["moe"]["moe"]["router_bias"])
+    if np.any(bias != 0):
+      raise HFCheckpointError(
+          "cannot export as Qwen2-MoE: moe.router_bias (aux-loss-free balance bias, used for "
+          "expert selection) is non-zero and Qwen2-MoE has no selection bias; train with "
+          "moe.balance='none' for exportable policies")
+  if cfg.qkv_bias:
+    return cfg, params
+  params = jax.tree.map(lambda x: x, params)  # shallow copy of the dict structure
+  for stack in transformer.STACKS:
+    if stack in params:
+      attn = params[stack]["attn"]
+      for name, heads in (("q", cfg.num_heads), ("k", cfg.num_kv_heads), ("v", cfg.num_kv_heads)):
+        attn[f"{name}_bias"] = np.zeros((attn[name].shape[0], heads, cfg.head_dim), np.float32)
+  return dataclasses.replace(cfg, qkv_bias=True), params
+
+
+def _write_shards(tensors, root: pathlib.Path, max_shard_bytes: int) -> None:
+  """Writes (name, array) pairs in order, one shard at a time, starting a new shard when the next
+  tensor would overflow; shards get their final `-of-N` names once N is known."""
+  metadata = {"format": "pt"}  # transformers refuses safetensors files without it
+  written: list[tuple[pathlib.Path, list[str]]] = []
+  shard: dict[str, np.ndarray] = {}
+  size = total = 0
+
+  def flush():
+    tmp = root / f".shard-{len(written):05d}.tmp"
+    save_file(shard, tmp, metadata=metadata)
+    written.append((tmp, list(shard)))
+
+  for name, array in tensors:
+    if shard and size + array.nbytes > max_shard_bytes:
+      flush()
+      shard, size = {}, 0
+    shard[name] = array
+    size += array.nbytes
+    total += array.nbytes
+  flush()
+  if len(written) == 1:
+    written[0][0].rename(root / SINGLE)
+    return
+  weight_map = {}
+  for i, (tmp, names) in enumerate(written):
+    fname = f"model-{i + 1:05d}-of-{len(written):05d}.safetensors"
+    tmp.rename(root / fname)
+    weight_map |= dict.fromkeys(names, fname)
+  (root / INDEX).write_text(json.dumps({"metadata": {"total_size": total},
+                                        "weight_map": dict(sorted(weight_map.items()))}, indent=2))
+
+
+def save_hf(model_cfg: ModelConfig, params: dict, path: str | os.PathLike, *,
+            dtype: str | None = None, max_shard_bytes: int = 5 * 2**30,
+            bos_token_id: int | None = None, eos_token_id: int | list[int] | None = None,
+            tokenizer_from: str | os.PathLike | None = None) -> None:
+  """Writes params as a Hugging Face Qwen2 (dense) or Qwen2-MoE directory at `path`.
+
+  `dtype` is the stored dtype (default: the config's param dtype). Files larger than
+  `max_shard_bytes` in total are split into shards with an index. `tokenizer_from` copies the
+  tokenizer files found in that directory, so the result can be served as it is. Every process
+  must call this (parameters spread over hosts are gathered); only process 0 writes.
+  """
+  cfg, params = _export_tree(model_cfg, params)
+  dtype = dtype or cfg.param_dtype
+  check_choice("dtype", dtype, DTYPES)
+  np_dtype = np.dtype(jnp.dtype(dtype))
+  maps = hf_names.tensor_maps(cfg)
+  leaves = {}
+  for m in maps:
+    leaf = params
+    for key in m.path:
+      leaf = leaf[key]
+    leaves[m.path] = _host(leaf)
+  if jax.process_index() != 0:
+    return
+  root = pathlib.Path(path)
+  root.mkdir(parents=True, exist_ok=True)
+
+  def tensors():
+    for m in maps:
+      leaf = leaves[m.path]
+      names = m.names()
+      if isinstance(names, str):
+        slices = [(names, leaf)]
+      elif not m.experts:
+        slices = zip(names, leaf)
+      else:
+        slices = [(n, x) for layer_names, layer in zip(names, leaf) for n, x in zip(layer_names, layer)]
+      for name, x in slices:
+        yield name, np.ascontiguousarray(m.to_hf(x).astype(np_dtype))
+
+  for stale in (SINGLE, INDEX, *(f.name for f in root.glob("model-*-of-*.safetensors"))):
+    (root / stale).unlink(missing_ok=True)
+  _write_shards(tensors(), root, max_shard_bytes)
+  hf = hf_config.to_hf(cfg, dtype=dtype, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+  (root / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+  generation = {k: v for k, v in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id))
+                if v is not None}
+  (root / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+  if tokenizer_from is not None:
+    for name in TOKENIZER_FILES:
+      if (pathlib.Path(tokenizer_from) / name).exists():
+        shutil.copy(pathlib.Path(tokenizer_from) / name, root / name)

@@ -1,0 +1,310 @@
+"""The reward service: a pool of CPU worker processes that scores completions while the sampler runs.
+
+Workers are started with the ``spawn`` method (no inherited accelerator state, no forked locks), hide
+any accelerator, import the verifiers once, then score one item at a time. A pump thread in the
+caller's process hands items to idle workers over per-worker pipes (so killing one worker can never
+corrupt another's channel), collects results, and replaces a worker that dies or passes the per-item
+deadline; that item scores 0 and counts as a crash or a timeout. ``submit`` may be called chunk by
+chunk as samples finish and blocks only when the bounded queue is full; ``collect`` returns the
+ticket's results in submission order, giving up on stragglers at the per-batch deadline.
+``num_workers=0`` scores inline in ``submit``, with the same results, for tests and debugging.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from r1jax.rewards import compose
+from r1jax.rewards.config import RewardConfig
+
+_LATENCY_WINDOW = 10_000
+_PUMP_TICK_S = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+  id: int
+
+
+@dataclasses.dataclass
+class _Worker:
+  process: multiprocessing.process.BaseProcess
+  conn: multiprocessing.connection.Connection
+  ready: bool = False
+  item: int | None = None
+  started: float = 0.0
+
+
+class RewardService:
+  """Scores (completion, example) pairs; see the module docstring."""
+
+  def __init__(self, config: RewardConfig):
+    config.validate()
+    self._config = config
+    self._cond = threading.Condition()
+    self._pending: collections.deque[int] = collections.deque()
+    self._inputs: dict[int, tuple[str, dict]] = {}
+    self._results: dict[int, dict] = {}
+    self._tickets: dict[int, list[int]] = {}
+    self._ids = itertools.count()
+    self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
+    self._counts = collections.Counter()
+    self._wait_s = 0.0
+    self._last_wait_s = 0.0
+    self._closed = False
+    self._ctx = multiprocessing.get_context("spawn")
+    self._workers = [self._start_worker() for _ in range(config.num_workers)]
+    self._pump = None
+    # Written by submit/close so that the pump dispatches at once instead of at its next tick.
+    self._wake_r, self._wake_w = os.pipe()
+    os.set_blocking(self._wake_r, False)
+    os.set_blocking(self._wake_w, False)
+    if self._workers:
+      self._pump = threading.Thread(target=self._pump_loop, name="reward-pump", daemon=True)
+      self._pump.start()
+
+  # -------------------------------------------------------------------------------- public API
+
+  def submit(self, completions: Sequence[str], examples: Sequence[Mapping],
+             ticket: Ticket | None = None) -> Ticket:
+    """Queues a chunk; pass the returned ticket back in to add more chunks to the same batch."""
+    if len(completions) != len(examples):
+      raise ValueError(f"{len(completions)} completions but {len(examples)} examples")
+    with self._cond:
+      if self._closed:
+        raise RuntimeError("RewardService is closed")
+      if ticket is None:
+        ticket = Ticket(next(self._ids))
+        self._tickets[ticket.id] = []
+      elif ticket.id not in self._tickets:
+        raise KeyError(f"unknown or already collected ticket {ticket.id}")
+    for completion, example in zip(completions, examples):
+      item = next(self._ids)
+      example = dict(example)
+      if not self._workers:
+        start = time.perf_counter()
+        result = compose.score_one(self._config, completion, example)
+        with self._cond:
+          self._record(item, result, time.perf_counter() - start)
+          self._tickets[ticket.id].append(item)
+        continue
+      with self._cond:
+        deadline = time.monotonic() + self._config.batch_deadline_s
+        while len(self._pending) >= self._config.queue_bound:
+          if not self._cond.wait(timeout=deadline - time.monotonic()):
+            raise TimeoutError(f"reward queue stayed full ({self._config.queue_bound} items) for "
+                               f"{self._config.batch_deadline_s}s; are the workers alive?")
+        self._inputs[item] = (completion, example)
+        self._pending.append(item)
+        self._tickets[ticket.id].append(item)
+      self._wake()
+    return ticket
+
+  def collect(self, ticket: Ticket, timeout: float | None = None) -> compose.RewardBatch:
+    """Waits for the ticket's results (at most ``timeout``, default the per-batch deadline);
+    items still unfinished then score 0 and count as timed out."""
+    start = time.monotonic()
+    limit = self._config.batch_deadline_s if timeout is None else timeout
+    with self._cond:
+      items = self._tickets.pop(ticket.id)
+      while not all(i in self._results for i in items):
+        left = start + limit - time.monotonic()
+        if left <= 0:
+          break
+        self._cond.wait(timeout=left)
+      for item in items:
+        if item not in self._results:
+          self._give_up(item, "timeout")
+      results = [self._results.pop(i) for i in items]
+      waited = time.monotonic() - start
+      self._wait_s += waited
+      self._last_wait_s = waited
+    return compose.RewardBatch.from_results(results)
+
+  def metrics(self) -> dict:
+    with self._cond:
+      lat = np.array(self._latencies) if self._latencies else np.zeros(1)
+      return {"verify_p50_s": float(np.percentile(lat, 50)),
+              "verify_p99_s": float(np.percentile(lat, 99)),
+              "items": self._counts["items"], "timeouts": self._counts["timeout"],
+              "crashes": self._counts["crashed"], "workers_replaced": self._counts["replaced"],
+              "collect_wait_s": self._wait_s, "last_collect_wait_s": self._last_wait_s,
+              "pending": len(self._pending)}
+
+  def close(self) -> None:
+    with self._cond:
+      if self._closed:
+        return
+      self._closed = True
+      self._cond.notify_all()
+    self._wake()
+    if self._pump is not None:
+      self._pump.join()
+    os.close(self._wake_r)
+    os.close(self._wake_w)
+    for w in self._workers:
+      try:
+        w.conn.send(None)
+      except OSError:
+        pass
+    for w in self._workers:
+      w.process.join(timeout=2.0)
+      if w.process.is_alive():
+        w.process.kill()
+        w.process.join()
+      w.conn.close()
+
+  def __enter__(self) -> "RewardService":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+  # -------------------------------------------------------------------------------- internals
+
+  def _wake(self) -> None:
+    try:
+      os.write(self._wake_w, b"x")
+    except BlockingIOError:
+      pass  # already full of wake-ups
+
+  def _record(self, item: int, result: dict, latency: float) -> None:
+    self._results[item] = result
+    self._latencies.append(latency)
+    self._counts["items"] += 1
+    if result["status"] in ("timeout", "crashed"):
+      self._counts[result["status"]] += 1
+
+  def _give_up(self, item: int, status: str) -> None:
+    """Records a zero for an item whose answer will not come (a late answer is then dropped)."""
+    self._inputs.pop(item, None)
+    try:
+      self._pending.remove(item)
+    except ValueError:
+      pass
+    self._results[item] = compose.failed_result(status)
+    self._counts["items"] += 1
+    self._counts[status] += 1
+
+  def _start_worker(self) -> _Worker:
+    parent, child = self._ctx.Pipe()
+    process = self._ctx.Process(target=_worker_main, args=(child, self._config),
+                                name="reward-worker", daemon=True)
+    process.start()
+    child.close()
+    return _Worker(process, parent)
+
+  def _replace(self, w: _Worker, status: str) -> None:
+    if w.process.is_alive():
+      w.process.kill()
+    w.process.join()
+    w.conn.close()
+    with self._cond:
+      if w.item is not None and w.item not in self._results and w.item in self._inputs:
+        self._results[w.item] = compose.failed_result(status)
+        self._latencies.append(time.monotonic() - w.started)
+        self._counts["items"] += 1
+        self._counts[status] += 1
+        self._inputs.pop(w.item, None)
+      self._counts["replaced"] += 1
+      self._workers[self._workers.index(w)] = self._start_worker()
+      self._cond.notify_all()
+
+  def _dispatch(self) -> None:
+    for w in list(self._workers):
+      if not w.ready or w.item is not None:
+        continue
+      with self._cond:
+        while self._pending and self._pending[0] not in self._inputs:
+          self._pending.popleft()  # given up on by collect
+        if not self._pending:
+          return
+        item = self._pending.popleft()
+        completion, example = self._inputs[item]
+        self._cond.notify_all()  # room in the queue
+      w.item, w.started = item, time.monotonic()
+      try:
+        w.conn.send((item, completion, example))
+      except (OSError, ValueError):
+        self._replace(w, "crashed")
+
+  def _pump_loop(self) -> None:
+    while True:
+      with self._cond:
+        if self._closed:
+          return
+      self._dispatch()
+      waitables = {w.conn: w for w in self._workers}
+      waitables.update({w.process.sentinel: w for w in self._workers})
+      for ready in multiprocessing.connection.wait([*waitables, self._wake_r],
+                                                   timeout=_PUMP_TICK_S):
+        if ready == self._wake_r:
+          _drain(self._wake_r)
+          continue
+        w = waitables[ready]
+        if w not in self._workers:
+          continue  # replaced earlier in this round
+        if ready is w.conn:
+          self._receive(w)
+        elif not w.conn.poll():
+          self._replace(w, "crashed")
+      now = time.monotonic()
+      for w in list(self._workers):
+        if w.item is not None and now - w.started > self._config.item_deadline_s:
+          self._replace(w, "timeout")
+
+  def _receive(self, w: _Worker) -> None:
+    try:
+      msg = w.conn.recv()
+    except (EOFError, OSError):
+      self._replace(w, "crashed")
+      return
+    if msg == "ready":
+      w.ready = True
+      return
+    item, result, latency = msg
+    with self._cond:
+      if item in self._inputs and item not in self._results:
+        self._inputs.pop(item)
+        self._record(item, result, latency)
+        self._cond.notify_all()
+    w.item = None
+
+
+def _drain(fd: int) -> None:
+  try:
+    while os.read(fd, 4096):
+      pass
+  except BlockingIOError:
+    pass
+
+
+def _worker_main(conn, config: RewardConfig) -> None:
+  """Worker process: CPU only, verifiers imported once, then one item at a time until None."""
+  os.environ["CUDA_VISIBLE_DEVICES"] = ""
+  os.environ["JAX_PLATFORMS"] = "cpu"
+  from r1jax.rewards import compose as worker_compose  # the heavy imports, once per worker
+
+  worker_compose.score_one(config, "<answer>1</answer>", {"data_type": "math", "gold": "1"})
+  conn.send("ready")
+  while True:
+    try:
+      msg = conn.recv()
+    except (EOFError, KeyboardInterrupt):
+      return
+    if msg is None:
+      return
+    item, completion, example = msg
+    start = time.perf_counter()
+    result = worker_compose.score_one(config, completion, example)
+    conn.send((item, result, time.perf_counter() - start))

@@ -1,0 +1,164 @@
+"""G samples per prompt: prefill each prompt once, then one jitted `lax.while_loop` of decode steps.
+
+Rows ``i*G .. i*G+G-1`` of a :class:`Rollout` are the G samples of prompt ``i``. With
+``share_prefix`` the prompt's KV cache is computed once and read by its G rows through the model's
+grouped ``prefix`` attention (never copied); each row has its own cache of ``max_new_tokens``
+slots for what it generates. The loop stops when every row has emitted an EOS id or the budget is
+used; nothing returns to the host per token. Randomness is one uniform per row and step from
+``fold_in(fold_in(rng, global_row), step)``, so samples do not depend on how the batch is
+sharded or chunked.
+
+Log-prob convention (shared with the learner): ``logprobs[r, t]`` is
+``log_softmax(logits / temperature)[token]``, the tempered distribution *before* top-k / top-p
+truncation, which is what the learner recomputes from ``r1jax.models.logits``. At temperature 1
+this is the policy's own log-prob. At temperature 0 (greedy) tokens are argmax of the raw logits
+and log-probs are ``log_softmax(logits)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from r1jax.mesh import current_mesh
+from r1jax.models import ModelConfig, forward, init_cache, prefill
+from r1jax.rollout import categorical, filtering
+from r1jax.rollout.config import SamplingConfig
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+  """Completions of Bp prompts x G samples; row r belongs to prompt r // G.
+
+  tokens [Bp*G, T] int32 (pad_id after the end), logprobs [Bp*G, T] float32 (0 after the end),
+  lengths [Bp*G] int32 (completion tokens, including the EOS), finished_eos [Bp*G] bool
+  (True: stopped at an EOS id; False: stopped at max_new_tokens).
+  """
+  tokens: jax.Array
+  logprobs: jax.Array
+  lengths: jax.Array
+  finished_eos: jax.Array
+
+  def finish_reasons(self) -> list[str]:
+    """'eos' or 'length' per row (reads the flags back to the host)."""
+    return ["eos" if f else "length" for f in np.asarray(self.finished_eos)]
+
+  def mask(self) -> jax.Array:
+    """[Bp*G, T] bool: True on completion tokens, False on the padding after each end."""
+    return jnp.arange(self.tokens.shape[1])[None, :] < self.lengths[:, None]
+
+
+def _uniforms(row_keys, step):
+  keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
+  return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)
+
+
+def _next_token(config: SamplingConfig, logits, row_keys, step):
+  """(token [B] int32, its log-prob [B] f32) from logits [B, V] per the log-prob convention."""
+  if config.temperature == 0:
+    scaled = logits
+    token = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  else:
+    scaled = logits / config.temperature
+    support = filtering.truncate(scaled, top_k=config.top_k, top_p=config.top_p)
+    token = categorical.draw(support, _uniforms(row_keys, step))
+  picked = jnp.take_along_axis(scaled, token[:, None], axis=-1)[:, 0]
+  return token, picked - jax.nn.logsumexp(scaled, axis=-1)
+
+
+def _rollout(model_cfg: ModelConfig, config: SamplingConfig, mesh, params, prompt_tokens,
+             prompt_mask, rng, row_offset) -> Rollout:
+  del mesh  # Only a cache key: the mesh context is read while tracing (model `constrain` calls).
+  g, budget = config.num_samples, config.max_new_tokens
+  rows = prompt_tokens.shape[0] * g
+  prompt_mask = prompt_mask.astype(bool)
+  if config.share_prefix:
+    last_logits, prompt_cache = prefill(model_cfg, params, prompt_tokens, prompt_mask,
+                                        config.cache_dtype)
+    last_logits = jnp.repeat(last_logits, g, axis=0)
+  else:  # The baseline: every sample prefills its own copy of the prompt.
+    last_logits, prompt_cache = prefill(model_cfg, params, jnp.repeat(prompt_tokens, g, axis=0),
+                                        jnp.repeat(prompt_mask, g, axis=0), config.cache_dtype)
+  start = jnp.repeat(jnp.sum(prompt_mask, axis=1, dtype=jnp.int32), g)   # first new position
+  row_keys = jax.vmap(jax.random.fold_in, (None, 0))(
+      rng, row_offset + jnp.arange(rows, dtype=jnp.int32))
+  eos = jnp.asarray(config.eos_ids, jnp.int32)
+
+  def emit(state, token, logprob):
+    """Writes step t's token where the row is still running and updates its end."""
+    t, _, tokens, logprobs, lengths, done, cache = state
+    live = ~done
+    tokens = jax.lax.dynamic_update_slice(
+        tokens, jnp.where(live, token, config.pad_id)[:, None], (0, t))
+    logprobs = jax.lax.dynamic_update_slice(
+        logprobs, jnp.where(live, logprob, 0.0)[:, None], (0, t))
+    lengths = jnp.where(live, t + 1, lengths)
+    done = done | (live & jnp.isin(token, eos))
+    return t + 1, token, tokens, logprobs, lengths, done, cache
+
+  def keep_going(state):
+    t, done = state[0], state[5]
+    return (t < budget) & ~jnp.all(done)
+
+  def step(state):
+    t, token, cache = state[0], state[1], state[6]
+    logits, cache, _ = forward(model_cfg, params, token[:, None], positions=(start + t - 1)[:, None],
+                               cache=cache, prefix=prompt_cache)
+    state = state[:6] + (cache,)
+    return emit(state, *_next_token(config, logits[:, 0], row_keys, t))
+
+  state = (jnp.int32(0), jnp.zeros((rows,), jnp.int32),
+           jnp.full((rows, budget), config.pad_id, jnp.int32), jnp.zeros((rows, budget), jnp.float32),
+           jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool),
+           init_cache(model_cfg, rows, budget, config.cache_dtype))
+  state = emit(state, *_next_token(config, last_logits, row_keys, 0))
+  _, _, tokens, logprobs, lengths, done, _ = jax.lax.while_loop(keep_going, step, state)
+  return Rollout(tokens=tokens, logprobs=logprobs, lengths=lengths, finished_eos=done)
+
+
+rollout_jit = jax.jit(_rollout, static_argnums=(0, 1, 2))
+
+
+def check_prompts(prompt_tokens, prompt_mask) -> None:
+  """Clear errors for malformed prompt batches (shapes; left padding where the mask is local)."""
+  if prompt_tokens.ndim != 2 or prompt_mask.shape != prompt_tokens.shape:
+    raise ValueError(f"prompt_tokens {prompt_tokens.shape} and prompt_mask {prompt_mask.shape} "
+                     "must both be [num_prompts, prompt_len]")
+  if isinstance(prompt_mask, jax.Array) and not prompt_mask.is_fully_addressable:
+    return  # A multi-host array: checking it would need a gather across hosts.
+  mask = np.asarray(prompt_mask).astype(bool)
+  if not mask[:, -1].all():
+    bad = np.flatnonzero(~mask[:, -1]).tolist()[:5]
+    raise ValueError(f"prompts {bad} do not end in the last column: prompts must be LEFT-padded "
+                     "(prefill reads the logits of the last position)")
+
+
+def run(model_cfg: ModelConfig, config: SamplingConfig, params, prompt_tokens, prompt_mask, rng,
+        row_offset: int = 0) -> Rollout:
+  """Samples with a validated config; `row_offset` is the global index of the first row."""
+  config.validate_for(model_cfg.vocab_size)
+  check_prompts(prompt_tokens, prompt_mask)
+  return rollout_jit(model_cfg, config, current_mesh(), params, prompt_tokens, prompt_mask, rng,
+                     jnp.int32(row_offset))
+
+
+def sample(model_cfg: ModelConfig, params, prompt_tokens, prompt_mask, rng, *, num_samples=16,
+           max_new_tokens, temperature=1.0, top_p=1.0, top_k=0, eos_ids=(), pad_id=0,
+           cache_dtype=None, share_prefix=True) -> Rollout:
+  """Draws `num_samples` completions for each LEFT-padded prompt [Bp, P] (mask [Bp, P]).
+
+  Returns a :class:`Rollout` with Bp * num_samples rows (row r answers prompt r // num_samples).
+  Log-probs are of log_softmax(logits / temperature) before top-k / top-p truncation (raw logits
+  at temperature 0, which is greedy). Call under ``r1jax.mesh.use_mesh(mesh)`` with sharded
+  params to spread the batch over the mesh's batch axes; results do not depend on the sharding.
+  """
+  config = SamplingConfig(num_samples=num_samples, max_new_tokens=max_new_tokens,
+                          temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
+                          eos_ids=tuple(int(e) for e in eos_ids), pad_id=int(pad_id),
+                          cache_dtype=None if cache_dtype is None else jnp.dtype(cache_dtype).name,
+                          share_prefix=bool(share_prefix))
+  return run(model_cfg, config, params, prompt_tokens, prompt_mask, rng)

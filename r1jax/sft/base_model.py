@@ -1,0 +1,75 @@
+"""The demo's tiny base model, made from generated text: corpus, tokenizer, pretraining, export.
+
+The corpus is chained-sum problems from the train split only (eval and test problems are never
+seen) under the R1-Zero template, each followed by one solution trace drawn from
+:class:`~r1jax.sft.traces.TraceMix`. A byte-level BPE tokenizer is trained on it, a small decoder
+is pretrained on it with the SFT trainer, and the result is written as a Hugging Face directory
+(config.json, model.safetensors, tokenizer.json) that ships in the repository and loads with
+:func:`r1jax.models.load_hf`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+
+import jax
+
+from r1jax.config import check_range
+from r1jax.data import templates
+from r1jax.data.tasks import sums
+from r1jax.data.tasks.splits import split_of
+from r1jax.data.tokenizers import train_bpe
+from r1jax.models import ModelConfig, init
+from r1jax.rl.config import OptimConfig
+from r1jax.sft.traces import TraceMix, sample_trace
+from r1jax.sft.train import SFTConfig, train_sft
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusConfig:
+  num_problems: int = 20000
+  max_difficulty: int = 3
+  vocab_size: int = 512
+  template: str = "r1_zero"
+  seed: int = 0
+  mix: TraceMix = TraceMix()
+
+  def validate(self):
+    check_range("num_problems", self.num_problems, 1)
+    check_range("max_difficulty", self.max_difficulty, 1, 5)
+    check_range("vocab_size", self.vocab_size, 260)
+    self.mix.validate()
+
+
+def corpus(cfg: CorpusConfig) -> list[tuple[str, str]]:
+  """(templated prompt, completion) pairs from train-split chained sums."""
+  rng = random.Random(f"r1jax/base-corpus/{cfg.seed}")
+  out = []
+  while len(out) < cfg.num_problems:
+    prompt, _ = sums.chain_sum(rng, rng.randint(1, cfg.max_difficulty))
+    if split_of(prompt) != "train":
+      continue
+    _, completion = sample_trace(rng, sums.terms_of(prompt), cfg.mix)
+    out.append((templates.apply_template(cfg.template, prompt), completion))
+  return out
+
+
+def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
+          optim_cfg: OptimConfig, workdir: str, out_dir: str) -> str:
+  """Makes the corpus and tokenizer, pretrains, and exports to `out_dir`; returns out_dir."""
+  from r1jax.models.hf import save_hf  # the exporter; imported late to keep start-up light
+  texts = corpus(corpus_cfg)
+  tokenizer = train_bpe((p + c for p, c in texts), corpus_cfg.vocab_size,
+                        os.path.join(workdir, "tokenizer"))
+  model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
+  pairs = [(tokenizer.encode(p), tokenizer.encode(c) + [tokenizer.eos_id]) for p, c in texts]
+  params = init(model_cfg, jax.random.key(sft_cfg.seed))
+  params = train_sft(model_cfg, sft_cfg, optim_cfg, pairs, workdir, init_params=params)
+  save_hf(model_cfg, jax.device_get(params), out_dir)
+  for name in ("tokenizer.json", "tokenizer_config.json"):
+    with open(os.path.join(workdir, "tokenizer", name), "rb") as src, \
+        open(os.path.join(out_dir, name), "wb") as dst:
+      dst.write(src.read())
+  return out_dir

@@ -1,0 +1,118 @@
+"""Supervised fine-tuning and distillation: next-token loss on response tokens of packed rows.
+
+Used for the demo's base model (pretraining on generated traces), cold-start SFT, and
+distillation on rejection-sampled traces. It shares the RL trainer's config types, mesh,
+optimizer and Orbax checkpoints; rerunning with the same workdir resumes from the last save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from r1jax import mesh as mesh_lib
+from r1jax.checkpoint import Checkpointer
+from r1jax.config import check_range
+from r1jax.metrics import MetricsWriter, progress
+from r1jax.models import ModelConfig, param_axes
+from r1jax.rl.config import OptimConfig
+from r1jax.sft.loss import lm_loss
+from r1jax.sft.packing import pack
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+  steps: int = 1000
+  batch_rows: int = 16
+  row_len: int = 256
+  loss_on_prompt: bool = False
+  log_every: int = 50
+  save_every: int = 500
+  keep_checkpoints: int = 2
+  seed: int = 0
+
+  def validate(self):
+    for key in ("steps", "batch_rows", "row_len", "log_every", "save_every", "keep_checkpoints"):
+      check_range(key, getattr(self, key), 1)
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+  if cfg.schedule == "cosine":
+    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1), cfg.total_steps,
+                                            cfg.lr * cfg.final_lr_fraction)
+  else:
+    lr = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1)),
+                               optax.constant_schedule(cfg.lr)], [max(cfg.warmup_steps, 1)])
+  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
+                     optax.adamw(lr, cfg.b1, cfg.b2, cfg.eps, weight_decay=cfg.weight_decay))
+
+
+def _rows_for_step(packed, step: int, batch_rows: int, seed: int):
+  """Rows of one step: epochs over a per-epoch seeded permutation, so resume is exact."""
+  n = packed["tokens"].shape[0]
+  idx = []
+  for k in range(step * batch_rows, (step + 1) * batch_rows):
+    epoch, pos = divmod(k, n)
+    idx.append(np.random.default_rng([seed, epoch]).permutation(n)[pos])
+  return {name: v[np.array(idx)] for name, v in packed.items()}
+
+
+def train_sft(model_cfg: ModelConfig, sft_cfg: SFTConfig, optim_cfg: OptimConfig,
+              pairs: Sequence[tuple[Sequence[int], Sequence[int]]], workdir: str, *,
+              init_params, mesh=None, rules=mesh_lib.DEFAULT_RULES):
+  """Trains on (prompt ids, completion ids) pairs; returns the final params."""
+  mesh = mesh or mesh_lib.make_mesh(mesh_lib.MeshConfig(), jax.devices()[:1])
+  packed = pack(pairs, sft_cfg.row_len, loss_on_prompt=sft_cfg.loss_on_prompt)
+  optimizer = make_optimizer(optim_cfg)
+  shardings = mesh_lib.tree_shardings(param_axes(model_cfg), init_params, mesh, rules)
+  params = jax.device_put(init_params, shardings)
+  opt_state = optimizer.init(params)
+  state = {"params": params, "opt_state": opt_state}
+
+  def step_fn(state, batch):
+    def loss_fn(p):
+      total, count, aux_loss = lm_loss(model_cfg, p, batch)
+      return total / jnp.maximum(count, 1.0) + aux_loss * (model_cfg.moe.aux_loss_coef
+                                                           if model_cfg.moe else 0.0)
+    loss, grads = jax.value_and_grad(loss_fn)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    return {"params": params, "opt_state": opt_state}, {"loss": loss,
+                                                       "grad_norm": optax.global_norm(grads)}
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=sft_cfg.keep_checkpoints)
+  start = 0
+  if ckpt.latest_step() is not None:
+    start = ckpt.latest_step()
+    state, _, _ = ckpt.restore(start, jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    logging.info("resumed SFT from step %d", start)
+  writer = MetricsWriter(workdir)
+  with mesh_lib.use_mesh(mesh, rules):
+    jitted = jax.jit(step_fn, donate_argnums=0)
+    bar = progress(sft_cfg.steps, start, "sft")
+    for step in range(start, sft_cfg.steps):
+      batch = _rows_for_step(packed, step, sft_cfg.batch_rows, sft_cfg.seed)
+      state, metrics = jitted(state, batch)
+      bar.update(1)
+      if (step + 1) % sft_cfg.log_every == 0 or step + 1 == sft_cfg.steps:
+        metrics = jax.device_get(metrics)
+        if not math.isfinite(float(metrics["loss"])):
+          raise FloatingPointError(f"SFT loss is {metrics['loss']} at step {step + 1}; the last "
+                                   f"good checkpoint is kept in {ckpt.directory}")
+        writer.write(step + 1, metrics)
+        bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+      if (step + 1) % sft_cfg.save_every == 0 or step + 1 == sft_cfg.steps:
+        ckpt.save(step + 1, state, {"step": step + 1})
+    bar.close()
+  ckpt.close()
+  writer.close()
+  return state["params"]
