@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo base-model ablations bench clean
+.PHONY: install test demo base-model clean
 
 $(STAMP): requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,3 +21,18 @@ test: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The embedded default: R1-Zero on the shipped tiny base model, with a learning-rate-0 control.
+DEMO_CONFIG := experiments/r1_zero.py
+demo: install
+	rm -rf runs/demo runs/demo-control
+	$(PY) -m r1jax.main --config=$(DEMO_CONFIG):tiny --workdir=runs/demo
+	$(PY) -m r1jax.main --config=$(DEMO_CONFIG):tiny_control --workdir=runs/demo-control
+	$(PY) -m r1jax.report --workdir=runs/demo --control=runs/demo-control
+
+# Regenerates the shipped base model (r1jax/assets/demo_base_model) from generated text.
+base-model: install
+	rm -rf runs/base-model
+	$(PY) -m r1jax.main --config=experiments/base_pretrain.py --workdir=runs/base-model
+	rm -rf r1jax/assets/demo_base_model
+	cp -r runs/base-model/export r1jax/assets/demo_base_model

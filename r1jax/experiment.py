@@ -18,8 +18,10 @@ from r1jax.models.config import ModelConfig
 from r1jax.rewards.config import RewardConfig
 from r1jax.rl.config import GRPOConfig, OptimConfig
 from r1jax.rollout.config import SamplingConfig
+from r1jax.sft.base_model import CorpusConfig
+from r1jax.sft.train import SFTConfig
 
-JOBS = ("rl", "sft", "base_model", "pipeline", "ablation")
+JOBS = ("rl", "base_model")
 Schedule = tuple[tuple[int, float], ...]
 
 
@@ -90,6 +92,8 @@ class Experiment:
   rewards: RewardConfig = RewardConfig()
   loop: LoopConfig = LoopConfig()
   eval: EvalConfig = EvalConfig()
+  sft: SFTConfig = SFTConfig()
+  corpus: CorpusConfig = CorpusConfig()
 
   def validate(self):
     check_choice("job", self.job, JOBS)

@@ -42,16 +42,17 @@ class _SchemaBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 @dataclasses.dataclass(eq=False)
 class ProceduralConfig(tfds.core.BuilderConfig):
   types: tuple[str, ...] = DATA_TYPES
+  kinds: tuple[str, ...] = ()  # generator names; empty means all of each type
   difficulties: tuple[int, ...] = (1, 2, 3)
   sizes: tuple[int, int, int] = (1000, 100, 100)  # per (type, difficulty): train, eval, test
   seed: int = 0
 
 
-def procedural_config(types, difficulties, sizes, seed) -> ProceduralConfig:
-  name = (f"{'-'.join(types)}_d{'-'.join(map(str, difficulties))}_"
-          f"n{'-'.join(map(str, sizes))}_s{seed}")
-  return ProceduralConfig(name=name, types=tuple(types), difficulties=tuple(difficulties),
-                          sizes=tuple(sizes), seed=seed)
+def procedural_config(types, difficulties, sizes, seed, kinds=()) -> ProceduralConfig:
+  name = (f"{'-'.join(types)}{'_k' + '-'.join(kinds) if kinds else ''}_"
+          f"d{'-'.join(map(str, difficulties))}_n{'-'.join(map(str, sizes))}_s{seed}")
+  return ProceduralConfig(name=name, types=tuple(types), kinds=tuple(kinds),
+                          difficulties=tuple(difficulties), sizes=tuple(sizes), seed=seed)
 
 
 class R1Procedural(_SchemaBuilder):
@@ -68,7 +69,8 @@ class R1Procedural(_SchemaBuilder):
     c = self.builder_config
     for data_type in c.types:
       for difficulty in c.difficulties:
-        for example in tasks.generate(data_type, difficulty, split, count, c.seed):
+        kinds = tuple(k for k in c.kinds if k in tasks.kind_names(data_type))
+        for example in tasks.generate(data_type, difficulty, split, count, c.seed, kinds):
           yield example["source_id"], example
 
 
@@ -194,13 +196,17 @@ def make_builder(name: str, config: DataConfig) -> tfds.core.DatasetBuilder:
   kwargs: dict[str, Any] = {"data_dir": config.data_dir or None, "file_format": FILE_FORMAT}
   if name == R1Procedural.name:
     kwargs["config"] = procedural_config(config.procedural_types, config.procedural_difficulties,
-                                         config.procedural_sizes, config.procedural_seed)
+                                         config.procedural_sizes, config.procedural_seed,
+                                         config.procedural_kinds)
   elif name == R1Jsonl.name:
     kwargs["config"] = jsonl_config(
         config.jsonl_name, prompt=config.jsonl_prompt, gold=config.jsonl_gold,
         data_type=config.jsonl_type, type_column=config.jsonl_type_column,
         difficulty_column=config.jsonl_difficulty_column, id_column=config.jsonl_id_column)
-  return BUILDERS[name](**kwargs)
+  cls = BUILDERS[name]
+  if "config" in kwargs and kwargs["config"].name in cls.builder_configs:
+    kwargs["config"] = kwargs["config"].name  # TFDS refuses a copy of a predefined config
+  return cls(**kwargs)
 
 
 def prepare(builder: tfds.core.DatasetBuilder, config: DataConfig) -> None:
@@ -208,3 +214,12 @@ def prepare(builder: tfds.core.DatasetBuilder, config: DataConfig) -> None:
   manual_dir = config.manual_dir or None
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
+
+
+def prepare_all(config: DataConfig) -> None:
+  """Builds every configured dataset that is missing; on multi-host runs call it on process 0
+  (then wait at a barrier) so that hosts sharing a data dir do not write it at once."""
+  for name in config.datasets:
+    builder = make_builder(name, config)
+    if not builder.is_prepared():
+      prepare(builder, config)

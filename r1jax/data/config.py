@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from r1jax.config import ConfigError, check_choice, check_range
+from r1jax.data import tasks
 from r1jax.data.schema import DATA_TYPES
 
 DATASETS = ("r1_procedural", "r1_gsm8k", "r1_math", "r1_mmlu", "r1_mbpp", "r1_humaneval", "r1_jsonl")
@@ -25,6 +26,7 @@ class DataConfig:
 
   # r1_procedural: types, difficulty levels, examples per (type, level) for train/eval/test, seed.
   procedural_types: tuple[str, ...] = DATA_TYPES
+  procedural_kinds: tuple[str, ...] = ()  # generator names (e.g. "chain_sum"); empty: all kinds
   procedural_difficulties: tuple[int, ...] = (1, 2, 3)
   procedural_sizes: tuple[int, int, int] = (1000, 100, 100)
   procedural_seed: int = 0
@@ -67,6 +69,14 @@ class DataConfig:
       raise ConfigError("procedural_types", "is empty")
     for i, kind in enumerate(self.procedural_types):
       check_choice(f"procedural_types[{i}]", kind, DATA_TYPES)
+    for kind_type in self.procedural_types:
+      names = tasks.kind_names(kind_type)
+      if self.procedural_kinds and not set(self.procedural_kinds) & set(names):
+        raise ConfigError("procedural_kinds", f"selects no {kind_type} generator; {kind_type} has "
+                          f"{', '.join(names)} (or drop {kind_type} from procedural_types)")
+    known = sorted({n for t in self.procedural_types for n in tasks.kind_names(t)})
+    for i, kind in enumerate(self.procedural_kinds):
+      check_choice(f"procedural_kinds[{i}]", kind, known)
     if not self.procedural_difficulties:
       raise ConfigError("procedural_difficulties", "is empty")
     for i, level in enumerate(self.procedural_difficulties):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,7 +74,7 @@ def _open_sources(config: DataConfig, split: str) -> list[Any]:
   return sources
 
 
-def _token_ids(text: str, tokenizer: Tokenizer) -> list[int]:
+def prompt_token_ids(text: str, tokenizer: Tokenizer) -> list[int]:
   ids = tokenizer.encode(text)
   return [tokenizer.bos_id] + ids if tokenizer.bos_id is not None else ids
 
@@ -86,7 +85,7 @@ def make_batch(examples: Sequence[dict[str, Any]], tokenizer: Tokenizer, *, temp
   batch = np.full((len(examples), max_prompt_len), tokenizer.pad_id, np.int32)
   lengths = np.zeros(len(examples), np.int32)
   for row, example in enumerate(examples):
-    ids = _token_ids(apply_template(template, example["prompt"]), tokenizer)
+    ids = prompt_token_ids(apply_template(template, example["prompt"]), tokenizer)
     if len(ids) > max_prompt_len:
       raise DataError(f"example {example['source_id']}: {len(ids)} prompt tokens exceed "
                       f"max_prompt_len={max_prompt_len}")
@@ -132,7 +131,7 @@ def _scan(sources, tokenizer: Tokenizer | None, config: DataConfig) -> _Scan:
       for i, record in enumerate(chunk):
         example = _decode(record)
         if tokenizer is not None:
-          n = len(_token_ids(apply_template(config.template, example["prompt"]), tokenizer))
+          n = len(prompt_token_ids(apply_template(config.template, example["prompt"]), tokenizer))
           longest = max(longest, n)
           if n > config.max_prompt_len:
             continue

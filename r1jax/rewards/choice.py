@@ -20,8 +20,9 @@ _PHRASE = re.compile(
     r"\b(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:option\s*|choice\s*)?[(\[]?([A-Ja-j])\b(?![-'])",
     re.IGNORECASE)
 _PARENTHESISED = re.compile(r"\(([A-J])\)")
-# A capital letter standing alone; "A" or "I" followed by a lower-case word is prose, not an option.
-_STANDALONE = re.compile(r"(?<![\w\\])([A-J])(?![\w'-])(?!\s+[a-z])")
+# A capital letter standing alone; "A" or "I" followed by a lower-case word is prose ("A good
+# choice", "I think"), except a conjunction ("A or C" hedges between options).
+_STANDALONE = re.compile(r"(?<![\w\\])([A-J])(?![\w'-])(?!\s+(?!(?:or|and|nor|vs)\b)[a-z])")
 
 
 def extract_choice(text: str) -> str | None:

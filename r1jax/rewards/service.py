@@ -29,6 +29,8 @@ from r1jax.rewards.config import RewardConfig
 
 _LATENCY_WINDOW = 10_000
 _PUMP_TICK_S = 0.1
+# Workers that die before they are ready this many times in a row mean a broken environment.
+_MAX_STARTUP_FAILURES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,8 @@ class RewardService:
     self._wait_s = 0.0
     self._last_wait_s = 0.0
     self._closed = False
+    self._broken = ""
+    self._startup_failures = 0
     self._ctx = multiprocessing.get_context("spawn")
     self._workers = [self._start_worker() for _ in range(config.num_workers)]
     self._pump = None
@@ -83,6 +87,7 @@ class RewardService:
     with self._cond:
       if self._closed:
         raise RuntimeError("RewardService is closed")
+      self._raise_if_broken()
       if ticket is None:
         ticket = Ticket(next(self._ids))
         self._tickets[ticket.id] = []
@@ -118,6 +123,7 @@ class RewardService:
     with self._cond:
       items = self._tickets.pop(ticket.id)
       while not all(i in self._results for i in items):
+        self._raise_if_broken()
         left = start + limit - time.monotonic()
         if left <= 0:
           break
@@ -139,7 +145,12 @@ class RewardService:
               "items": self._counts["items"], "timeouts": self._counts["timeout"],
               "crashes": self._counts["crashed"], "workers_replaced": self._counts["replaced"],
               "collect_wait_s": self._wait_s, "last_collect_wait_s": self._last_wait_s,
-              "pending": len(self._pending)}
+              "pending": len(self._pending),
+              "workers_ready": sum(w.ready for w in self._workers)}
+
+  def worker_pids(self) -> list[int]:
+    """Process ids of the current workers (for monitoring, and for tests that stall one)."""
+    return [w.process.pid for w in self._workers]
 
   def close(self) -> None:
     with self._cond:
@@ -177,6 +188,10 @@ class RewardService:
       os.write(self._wake_w, b"x")
     except BlockingIOError:
       pass  # already full of wake-ups
+
+  def _raise_if_broken(self) -> None:
+    if self._broken:
+      raise RuntimeError(self._broken)
 
   def _record(self, item: int, result: dict, latency: float) -> None:
     self._results[item] = result
@@ -217,7 +232,13 @@ class RewardService:
         self._counts[status] += 1
         self._inputs.pop(w.item, None)
       self._counts["replaced"] += 1
-      self._workers[self._workers.index(w)] = self._start_worker()
+      self._startup_failures = 0 if w.ready else self._startup_failures + 1
+      if self._startup_failures >= _MAX_STARTUP_FAILURES:
+        self._broken = (f"reward workers died during start-up {self._startup_failures} times in a "
+                        "row; run with num_workers=0 to see the error")
+        self._workers.remove(w)
+      else:
+        self._workers[self._workers.index(w)] = self._start_worker()
       self._cond.notify_all()
 
   def _dispatch(self) -> None:

@@ -29,7 +29,8 @@ class GRPOConfig:
     r - mean of the other G-1; "batch-std" (r - group mean) / (std of the batch's rewards + eps).
   eps_low / eps_high: clip(rho, 1 - eps_low, 1 + eps_high); R1 stage 1 uses 10 for both.
   dual_clip: None, or c > 1 bounding the loss of A < 0 tokens by -c * A (dual-clip PPO).
-  log_ratio_clamp: logp - logp_old is clamped to +-this before exp, so rho never overflows.
+  log_ratio_clamp: the log-ratios to pi_old and to pi_ref are clamped to +-this before exp, so
+    rho and k3 never overflow (the gradient is cut beyond it).
   kl_placement: "loss" adds kl_coef * KL per token (R1); "reward" subtracts kl_coef * the
     sequence's summed KL (pi_old vs pi_ref) from its reward before the advantages.
   aggregation: "seq-mean-token-mean" (R1), "token-mean" (DAPO, over all tokens of the

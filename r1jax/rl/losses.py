@@ -50,13 +50,15 @@ def policy_loss(logp, old_logp, advantages, cfg: GRPOConfig) -> PolicyTerms:
   ratio = jnp.exp(jnp.clip(logp - old_logp, -cfg.log_ratio_clamp, cfg.log_ratio_clamp))
   unclipped = -ratio * adv
   clipped = -jnp.clip(ratio, 1.0 - cfg.eps_low, 1.0 + cfg.eps_high) * adv
-  loss = jnp.maximum(unclipped, clipped)
+  # where, not maximum: at a tie (rho inside the clip range, or eps = 0 at rho = 1) the gradient
+  # is the unclipped one, not half of it.
+  loss = jnp.where(unclipped >= clipped, unclipped, clipped)
   dual = jnp.zeros_like(loss, dtype=bool)
   if cfg.dual_clip is not None:
     # For A < 0 the surrogate grows without bound in rho; cap the loss at -c * A (c > 1).
     bound = -cfg.dual_clip * adv
     dual = (adv < 0) & (loss > bound)
-    loss = jnp.where(adv < 0, jnp.minimum(loss, bound), loss)
+    loss = jnp.where(dual, bound, loss)
   return PolicyTerms(loss, ratio,
                      clipped_low=(adv < 0) & (ratio < 1.0 - cfg.eps_low),
                      clipped_high=(adv > 0) & (ratio > 1.0 + cfg.eps_high),

@@ -18,6 +18,7 @@ Other keys (e.g. `rewards`) may ride along; the step ignores them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -73,12 +74,17 @@ def state_shardings(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, mesh:
   return TrainState(params, opt_state, replicated)
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_init(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, mesh: Mesh, rules):
+  shardings = state_shardings(model_cfg, optim_cfg, mesh, rules)
+  return jax.jit(_init_fn(model_cfg, optim_cfg), out_shardings=shardings)
+
+
 def init_train_state(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, rng: jax.Array,
                      mesh: Mesh, rules=DEFAULT_RULES) -> TrainState:
   """A fresh train state, created directly in its shardings (never whole on one device)."""
-  shardings = state_shardings(model_cfg, optim_cfg, mesh, rules)
   with use_mesh(mesh, rules):
-    return jax.jit(_init_fn(model_cfg, optim_cfg), out_shardings=shardings)(rng)
+    return _jitted_init(model_cfg, optim_cfg, mesh, tuple(rules))(rng)
 
 
 def _micro_split(batch: dict, k: int) -> dict:

@@ -19,6 +19,7 @@ import jax
 from r1jax.config import check_range
 from r1jax.data import templates
 from r1jax.data.tasks import sums
+from r1jax.data.pipeline import prompt_token_ids
 from r1jax.data.tasks.splits import split_of
 from r1jax.data.tokenizers import train_bpe
 from r1jax.models import ModelConfig, init
@@ -64,7 +65,9 @@ def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
   tokenizer = train_bpe((p + c for p, c in texts), corpus_cfg.vocab_size,
                         os.path.join(workdir, "tokenizer"))
   model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
-  pairs = [(tokenizer.encode(p), tokenizer.encode(c) + [tokenizer.eos_id]) for p, c in texts]
+  # Prompts are tokenized exactly as the RL pipeline will feed them (BOS included).
+  pairs = [(prompt_token_ids(p, tokenizer), tokenizer.encode(c) + [tokenizer.eos_id])
+           for p, c in texts]
   params = init(model_cfg, jax.random.key(sft_cfg.seed))
   params = train_sft(model_cfg, sft_cfg, optim_cfg, pairs, workdir, init_params=params)
   save_hf(model_cfg, jax.device_get(params), out_dir)
@@ -73,3 +76,8 @@ def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
         open(os.path.join(out_dir, name), "wb") as dst:
       dst.write(src.read())
   return out_dir
+
+
+def build_from_experiment(exp, workdir: str) -> str:
+  """The `base_model` job: writes the Hugging Face directory to <workdir>/export."""
+  return build(exp.model, exp.corpus, exp.sft, exp.optim, workdir, os.path.join(workdir, "export"))

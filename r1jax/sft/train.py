@@ -24,6 +24,7 @@ from r1jax.config import check_range
 from r1jax.metrics import MetricsWriter, progress
 from r1jax.models import ModelConfig, param_axes
 from r1jax.rl.config import OptimConfig
+from r1jax.rl.optim import make_optimizer
 from r1jax.sft.loss import lm_loss
 from r1jax.sft.packing import pack
 
@@ -44,17 +45,6 @@ class SFTConfig:
       check_range(key, getattr(self, key), 1)
 
 
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  if cfg.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1), cfg.total_steps,
-                                            cfg.lr * cfg.final_lr_fraction)
-  else:
-    lr = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, max(cfg.warmup_steps, 1)),
-                               optax.constant_schedule(cfg.lr)], [max(cfg.warmup_steps, 1)])
-  return optax.chain(optax.clip_by_global_norm(cfg.grad_clip),
-                     optax.adamw(lr, cfg.b1, cfg.b2, cfg.eps, weight_decay=cfg.weight_decay))
-
-
 def _rows_for_step(packed, step: int, batch_rows: int, seed: int):
   """Rows of one step: epochs over a per-epoch seeded permutation, so resume is exact."""
   n = packed["tokens"].shape[0]
@@ -71,7 +61,7 @@ def train_sft(model_cfg: ModelConfig, sft_cfg: SFTConfig, optim_cfg: OptimConfig
   """Trains on (prompt ids, completion ids) pairs; returns the final params."""
   mesh = mesh or mesh_lib.make_mesh(mesh_lib.MeshConfig(), jax.devices()[:1])
   packed = pack(pairs, sft_cfg.row_len, loss_on_prompt=sft_cfg.loss_on_prompt)
-  optimizer = make_optimizer(optim_cfg)
+  optimizer = make_optimizer(optim_cfg, init_params)
   shardings = mesh_lib.tree_shardings(param_axes(model_cfg), init_params, mesh, rules)
   params = jax.device_put(init_params, shardings)
   opt_state = optimizer.init(params)

@@ -1,12 +1,15 @@
 """Procedural math problems with exact answers: multi-step integer arithmetic, linear equations
 (integer solutions at low difficulty, fractions from difficulty 3), and countdown-style target
-reaching (count the operator placements that hit a target, found by exhaustive search)."""
+reaching (count the operator placements that hit a target, found by exhaustive search), plus the
+demo's chained sums (:mod:`r1jax.data.tasks.sums`)."""
 
 from __future__ import annotations
 
 import itertools
 import random
 from fractions import Fraction
+
+from r1jax.data.tasks.sums import chain_sum
 
 MAX_DIFFICULTY = 5
 _OPERAND_MAX = (9, 20, 50, 100, 999)
@@ -77,4 +80,4 @@ def countdown(rng: random.Random, difficulty: int) -> tuple[str, str]:
   return prompt, str(values.count(target))
 
 
-KINDS = (arithmetic, linear, countdown)
+KINDS = (arithmetic, linear, countdown, chain_sum)

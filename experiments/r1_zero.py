@@ -1,0 +1,115 @@
+"""R1-Zero: GRPO with rule-based rewards, straight from a base model (no SFT).
+
+Variants (``--config=experiments/r1_zero.py:<variant>``):
+  tiny          the embedded demo: the shipped tiny base model on chained sums, CPU, ~10 minutes
+  tiny_control  the same with learning rate 0 (the demo's control run)
+  smoke         a few steps of tiny, for tests
+  paper         the paper's R1-Zero hyperparameters (R1_REFERENCE.md) on the model named by
+                `base_model` (a Qwen2.5-32B directory by default), 64 nodes x 8 GPUs
+  7b            Qwen2.5-7B shape, the paper's early dense run that showed no clear RL gain
+  16b_moe       a DeepSeekMoE-16B-shaped MoE (the early 16B MoE run)
+  30b           Qwen2.5-32B ("Qwen2.5-32B-Zero", the 30B-class ablation)
+Any key can be overridden: ``--config.rl.kl_coef=0.01 --config.rl.eps_high=0.28``.
+"""
+
+import dataclasses
+
+from ml_collections import config_dict
+
+from r1jax.experiment import Experiment
+from r1jax.models.config import MoEConfig
+from r1jax.models.presets import PRESETS
+
+PAPER_RL = dict(  # R1_REFERENCE.md, "R1-Zero RL hyperparameters"
+    num_generations=16, num_minibatches=16, inner_epochs=1, kl_coef=0.001, kl_estimator="k3",
+    ref_reset_every=400, temperature=1.0)
+SCALE_VARIANTS = {"7b": "qwen2.5-7b", "16b_moe": "deepseekmoe-16b", "30b": "qwen2.5-32b",
+                  "paper": "qwen2.5-32b"}
+
+
+def base() -> config_dict.ConfigDict:
+  """Every key of the Experiment with its default, so overrides of any key are checked."""
+  return config_dict.ConfigDict(dataclasses.asdict(Experiment()))
+
+
+def tiny(c: config_dict.ConfigDict) -> None:
+  c.base_model = "builtin:demo"
+  c.data.datasets = ("r1_procedural",)
+  c.data.procedural_types = ("math",)
+  c.data.procedural_kinds = ("chain_sum",)
+  c.data.procedural_difficulties = (1, 2, 3)
+  c.data.procedural_sizes = (3000, 300, 300)
+  c.data.procedural_seed = 1
+  c.data.max_prompt_len = 112
+  c.data.questions_per_step = 8
+  c.data.num_epochs = 10.0
+  c.data.read_threads = 1
+  c.rollout.num_samples = 16
+  c.rollout.max_new_tokens = 128
+  c.rollout.prompts_per_chunk = 4
+  c.rl.num_generations = 16
+  c.rl.num_minibatches = 1
+  c.rl.kl_coef = 0.001
+  c.rl.ref_reset_every = 50
+  c.optim.lr = 2e-4
+  c.optim.weight_decay = 0.0
+  c.optim.total_steps = 120
+  c.rewards.format_weight = 0.0
+  c.rewards.num_workers = 1
+  c.loop.steps = 120
+  c.loop.eval_every = 20
+  c.loop.save_every = 20
+  c.eval.num_problems = 48
+  c.eval.num_samples = 8
+  c.eval.pass_at = (1, 8)
+
+
+def scale(c: config_dict.ConfigDict, preset: str, paper: bool) -> None:
+  """Real-scale shapes; set --config.base_model to the checkpoint directory to train for real."""
+  c.model = config_dict.ConfigDict(dataclasses.asdict(Experiment().model))
+  c.model.update({k: v for k, v in PRESETS[preset].items() if k != "moe"})
+  if "moe" in PRESETS[preset]:
+    c.model.moe = config_dict.ConfigDict(dataclasses.asdict(MoEConfig(**PRESETS[preset]["moe"])))
+  c.model.compute_dtype = "bfloat16"
+  c.model.remat = "full"
+  c.mesh.ici = (1, 8, 1, 1)
+  c.mesh.dcn = (64, 1, 1, 1)
+  c.rl.update(PAPER_RL)
+  c.rollout.num_samples = 16
+  c.rollout.max_new_tokens = 32_768
+  c.rollout.cache_dtype = "bfloat16"
+  c.data.questions_per_step = 512          # 512 questions x 16 = 8,192 outputs per rollout
+  c.data.max_prompt_len = 2048
+  c.data.num_epochs = 1.6
+  c.optim.lr = 3e-6
+  c.optim.total_steps = 10_400
+  c.optim.weight_decay = 0.1
+  c.loop.steps = 10_400
+  c.loop.max_new_tokens_schedule = ((0, 32_768), (8_200, 65_536))
+  c.loop.eval_every = 200
+  c.loop.save_every = 100
+  if paper:
+    c.rl.eps_low = c.rl.eps_high = 0.2
+
+
+def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
+  variant = arg or "tiny"
+  c = base()
+  if variant in ("tiny", "tiny_control", "smoke"):
+    tiny(c)
+    if variant == "tiny_control":
+      c.optim.lr = 0.0
+    if variant == "smoke":
+      c.data.procedural_sizes = (200, 40, 40)
+      c.rollout.max_new_tokens = 48
+      c.loop.steps = c.optim.total_steps = 3
+      c.loop.eval_every = c.loop.save_every = 2
+      c.eval.num_problems = 4
+      c.eval.num_samples = 2
+      c.eval.pass_at = (1, 2)
+  elif variant in SCALE_VARIANTS:
+    scale(c, SCALE_VARIANTS[variant], paper=variant == "paper")
+  else:
+    raise ValueError(f"unknown variant {variant!r}; known: tiny, tiny_control, smoke, "
+                     f"{', '.join(SCALE_VARIANTS)}")
+  return c

@@ -1,0 +1,90 @@
+"""Evaluation metrics in the paper's terms, from k scored samples per problem.
+
+- pass@1 averaged over the k samples; unbiased pass@k, 1 - C(n - c, k) / C(n, k) (Chen et al.);
+- cons@k: the majority-vote answer over the k samples (ties go to the answer seen first) is right;
+- per data type and per difficulty accuracy, and mean response length per difficulty (the paper's
+  thinking tokens grow with difficulty);
+- reflective-word frequency: occurrences of "wait", "mistake", "however", "verify", "check" per
+  response, and the share of responses with at least one.
+Everything here is a pure function of the samples, so it is tested on hand-computed examples.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+REFLECTIVE_WORDS = ("wait", "mistake", "however", "verify", "check")
+_REFLECTIVE = re.compile(r"\b(" + "|".join(REFLECTIVE_WORDS) + r")\b", re.IGNORECASE)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+  """Unbiased pass@k from n samples of which c are correct."""
+  if k > n:
+    raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
+  if n - c < k:
+    return 1.0
+  return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def extracted_answer(completion: str) -> str:
+  """The normalised content of the last <answer> block ('' if none): the majority-vote key."""
+  found = _ANSWER.findall(completion)
+  return " ".join(found[-1].split()).lower() if found else ""
+
+
+def majority_correct(answers: Sequence[str], correct: Sequence[bool]) -> bool:
+  """cons@k: whether the most frequent non-empty answer is a correct one."""
+  counts = collections.Counter(a for a in answers if a)
+  if not counts:
+    return False
+  best = max(counts.values())
+  winner = next(a for a in answers if a and counts[a] == best)
+  return bool(correct[answers.index(winner)])
+
+
+def reflective_count(text: str) -> int:
+  return len(_REFLECTIVE.findall(text))
+
+
+def summarize(samples: Sequence[dict[str, Any]], k: int, pass_at: Sequence[int] = (1,)) -> dict[str, float]:
+  """Metrics from samples with keys problem (id), completion, correct (bool), length (tokens),
+  data_type and difficulty; each problem must have exactly k samples."""
+  by_problem: dict[Any, list[dict]] = collections.defaultdict(list)
+  for s in samples:
+    by_problem[s["problem"]].append(s)
+  bad = {p: len(v) for p, v in by_problem.items() if len(v) != k}
+  if bad:
+    raise ValueError(f"every problem needs {k} samples; these have other counts: {bad}")
+  out: dict[str, float] = {}
+  rows = []
+  for group in by_problem.values():
+    correct = [bool(s["correct"]) for s in group]
+    answers = [extracted_answer(s["completion"]) for s in group]
+    rows.append({"type": group[0]["data_type"], "difficulty": group[0]["difficulty"],
+                 "pass1": float(np.mean(correct)), "cons": float(majority_correct(answers, correct)),
+                 **{f"pass@{j}": pass_at_k(k, sum(correct), j) for j in pass_at},
+                 "length": float(np.mean([s["length"] for s in group])),
+                 "reflect": float(np.mean([reflective_count(s["completion"]) for s in group])),
+                 "reflect_any": float(np.mean([reflective_count(s["completion"]) > 0 for s in group]))})
+  mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))
+  out["pass@1"] = mean("pass1")
+  out[f"cons@{k}"] = mean("cons")
+  for j in pass_at:
+    out[f"pass@{j}_unbiased"] = mean(f"pass@{j}")
+  out["response_length"] = mean("length")
+  out["reflective_words_per_response"] = mean("reflect")
+  out["reflective_response_share"] = mean("reflect_any")
+  for key, name in (("type", "type"), ("difficulty", "difficulty")):
+    for value in sorted({r[key] for r in rows}):
+      subset = [r for r in rows if r[key] == value]
+      out[f"pass@1/{name}={value}"] = mean("pass1", subset)
+      if key == "difficulty":
+        out[f"response_length/difficulty={value}"] = mean("length", subset)
+  return out

@@ -1,0 +1,102 @@
+"""``python -m r1jax.report --workdir=DIR [--control=DIR]``: report.md and plots in the shape of
+the paper's R1-Zero figures.
+
+From a run's ``eval.jsonl`` it plots accuracy (pass@1 and cons@k) against step, mean response
+length against step, and reflective-word frequency against step, each with the control run beside
+it when one is given (the demo's learning-rate-0 run), and writes a markdown table of the first
+and last evaluation. It reads only files, so it can be rerun on any finished or running workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from r1jax.metrics import read_jsonl  # noqa: E402
+
+PLOTS = (
+    ("accuracy.png", "Accuracy on held-out problems", ("pass@1", "cons@")),
+    ("response_length.png", "Mean response length (tokens)", ("response_length",)),
+    ("reflection.png", "Reflective words per response", ("reflective_words_per_response",)),
+)
+
+
+def _series(records, key_prefix):
+  keys = sorted({k for r in records for k in r if k.startswith(key_prefix) and "/" not in k})
+  return {k: ([r["step"] for r in records if k in r], [r[k] for r in records if k in r]) for k in keys}
+
+
+def plot(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
+  paths = []
+  for filename, title, prefixes in PLOTS:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run_name, records in runs.items():
+      style = "-" if run_name == "run" else "--"
+      for prefix in prefixes:
+        for key, (steps, values) in _series(records, prefix).items():
+          ax.plot(steps, values, style, marker="o", ms=3, label=f"{key} ({run_name})")
+    ax.set_xlabel("step")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = os.path.join(out_dir, filename)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def _table(summaries: dict[str, dict]) -> str:
+  keys = ("pass@1", "cons@k", "response_length", "reflective_words_per_response")
+  lines = ["| run | " + " | ".join(f"{k} first | {k} last" for k in keys) + " | steps | wall s |",
+           "|---" * (2 * len(keys) + 3) + "|"]
+  for name, s in summaries.items():
+    cells = [f"{s['first'][k]:.3f} | {s['last'][k]:.3f}" for k in keys]
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['steps']} | {s['wall_time_s']:.0f} |")
+  return "\n".join(lines)
+
+
+def write_report(workdir: str, control: str | None = None) -> str:
+  runs = {"run": read_jsonl(os.path.join(workdir, "eval.jsonl"))}
+  summaries = {"run": _load_summary(workdir)}
+  if control:
+    runs["control"] = read_jsonl(os.path.join(control, "eval.jsonl"))
+    summaries["control"] = _load_summary(control)
+  paths = plot(runs, workdir)
+  body = [f"# r1jax report: {os.path.basename(os.path.abspath(workdir))}", "",
+          "Held-out evaluation, first vs last (the control, if shown, trains with lr = 0):", "",
+          _table({k: v for k, v in summaries.items() if v}), ""]
+  body += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in paths]
+  path = os.path.join(workdir, "report.md")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(body) + "\n")
+  return path
+
+
+def _load_summary(workdir: str) -> dict | None:
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
+_CONTROL = flags.DEFINE_string("control", None, "Optional control run's workdir to show beside it.")
+
+
+def main(argv):
+  del argv
+  print(write_report(_WORKDIR.value, _CONTROL.value))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("workdir")
+  app.run(main)

@@ -1,0 +1,190 @@
+"""The jitted train step: sharded = single device, micro-batched = one batch, metrics, donation,
+the reference reset in a loop, and a tiny MoE (router bias moved only by the balance rule)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from r1jax import models
+from r1jax.config import ConfigError
+from r1jax.mesh import MeshConfig, make_mesh, tree_shardings
+from r1jax.models.moe import balance_bias_update
+from r1jax.rl.advantages import group_advantages
+from r1jax.rl.config import GRPOConfig, OptimConfig
+from r1jax.rl.logprobs import completion_stats
+from r1jax.rl.schedule import maybe_reset_reference
+from r1jax.rl.step import init_train_state, make_train_step
+
+CFG = models.ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                         head_dim=8, ffn_dim=64)
+MOE_CFG = dataclasses.replace(CFG, moe=models.MoEConfig(num_experts=4, top_k=2, expert_ffn_dim=16,
+                                                        bias_update_rate=0.05))
+OPTIM = OptimConfig(lr=1e-2, weight_decay=0.1, grad_clip=1.0)
+# token-mean with truncation masking: the aggregation where a per-micro-batch denominator is
+# most visibly wrong, since the micro-batches below hold different numbers of loss tokens.
+GRPO = GRPOConfig(num_generations=4, aggregation="token-mean", eps_high=0.28, kl_coef=0.05,
+                  entropy_coef=0.01, mask_truncated=True)
+BP, G, P, T = 4, 4, 6, 5
+
+
+def _batch(seed=0):
+  rng = np.random.default_rng(seed)
+  n = BP * G
+  prompt_lengths = np.array([6, 2, 4, 5])
+  prompt_mask = np.arange(P)[None] >= (P - prompt_lengths)[:, None]
+  prompt_tokens = np.where(prompt_mask, rng.integers(1, 64, (BP, P)), 0).astype(np.int32)
+  lengths = rng.integers(1, T + 1, n)
+  lengths[:G] = 1                                     # prompt 0's outputs are short
+  completion_mask = np.arange(T)[None] < lengths[:, None]
+  rewards = rng.integers(0, 2, n).astype(np.float32)
+  return {"prompt_tokens": prompt_tokens, "prompt_mask": prompt_mask,
+          "completion_tokens": rng.integers(1, 64, (n, T)).astype(np.int32),
+          "completion_mask": completion_mask,
+          "old_logprobs": (np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
+          "ref_logprobs": (np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
+          "advantages": np.asarray(group_advantages(rewards, G)),
+          "truncated": lengths == T, "rewards": rewards}
+
+
+def _mesh(ici):
+  return make_mesh(MeshConfig(ici=ici), devices=jax.devices()[:int(np.prod(ici))])
+
+
+SINGLE = (1, 1, 1, 1)
+SHARDED = (2, 2, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def single():
+  """The single-device step and its result on the test batch, shared by the comparisons."""
+  mesh = _mesh(SINGLE)
+  step = make_train_step(CFG, GRPO, OPTIM, mesh)
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  params0 = jax.tree.map(np.asarray, state.params)
+  new_state, metrics = step(state, _batch())
+  return step, mesh, params0, new_state, metrics
+
+
+def _assert_trees_close(a, b, **tol):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path),
+                               **tol)
+
+
+def test_step_updates_params_and_donates_state(single):
+  step, mesh, params0, state, metrics = single
+  assert int(state.step) == 1
+  moved = [float(np.abs(np.asarray(a) - b).max()) for a, b in
+           zip(jax.tree.leaves(state.params), jax.tree.leaves(params0))]
+  assert min(moved) > 0
+  fresh = init_train_state(CFG, OPTIM, jax.random.key(1), mesh)
+  step(fresh, _batch(seed=5))
+  assert fresh.params["embed"].is_deleted()
+
+
+def test_sharded_step_matches_single_device(single):
+  _, _, _, want_state, want_metrics = single
+  mesh = _mesh(SHARDED)
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  expected = tree_shardings(models.param_axes(CFG), state.params, mesh)
+  assert state.params["embed"].sharding.spec == expected["embed"].spec == ("tensor", "fsdp")
+  mu = state.opt_state[1].inner_states["train"].inner_state[0].mu
+  assert mu["dense"]["mlp"]["up"].sharding == state.params["dense"]["mlp"]["up"].sharding
+  state, metrics = make_train_step(CFG, GRPO, OPTIM, mesh)(state, _batch())
+  assert state.params["lm_head"].sharding.spec == expected["lm_head"].spec
+  _assert_trees_close(state.params, want_state.params, atol=2e-6, rtol=1e-5)
+  _assert_trees_close(metrics, want_metrics, atol=1e-6, rtol=1e-5)
+
+
+def test_micro_batches_match_one_batch(single):
+  _, mesh, _, want_state, want_metrics = single
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  step = make_train_step(CFG, dataclasses.replace(GRPO, micro_batches=2), OPTIM, mesh)
+  state, metrics = step(state, _batch())
+  _assert_trees_close(state.params, want_state.params, atol=2e-6, rtol=1e-5)
+  _assert_trees_close(metrics, want_metrics, atol=1e-6, rtol=1e-5)
+
+
+def test_metrics_match_numpy(single):
+  _, _, params0, _, m = single
+  b = _batch()
+  logp, entropy, _ = jax.jit(completion_stats, static_argnums=0)(
+      CFG, params0, b["prompt_tokens"], b["prompt_mask"], b["completion_tokens"])
+  logp, entropy = np.asarray(logp, np.float64), np.asarray(entropy, np.float64)
+  mask = b["completion_mask"] & ~b["truncated"][:, None]
+  adv = np.broadcast_to(b["advantages"][:, None], mask.shape)
+  rho = np.exp(logp - b["old_logprobs"])
+  r_old, r_ref = b["old_logprobs"] - logp, b["ref_logprobs"] - logp
+  k3 = lambda r: np.exp(r) - r - 1
+  lengths = b["completion_mask"].sum(1)
+  want = {
+      "clip_frac/low": ((adv < 0) & (rho < 0.8))[mask].mean(),
+      "clip_frac/high": ((adv > 0) & (rho > 1.28))[mask].mean(),
+      "approx_kl/old": k3(r_old)[mask].mean(), "approx_kl/ref": k3(r_ref)[mask].mean(),
+      "entropy": entropy[mask].mean(), "loss/kl": k3(r_ref)[mask].mean(),
+      "advantage/mean": b["advantages"].mean(), "advantage/std": b["advantages"].std(),
+      "advantage/min": b["advantages"].min(), "advantage/max": b["advantages"].max(),
+      "response_length/mean": lengths.mean(), "response_length/max": lengths.max(),
+      "response_length/truncated_frac": b["truncated"].mean(), "lr": OPTIM.lr,
+  }
+  for key, value in want.items():
+    np.testing.assert_allclose(float(m[key]), value, rtol=1e-4, atol=1e-6, err_msg=key)
+  assert float(m["clip_frac/low"]) > 0 and float(m["clip_frac/high"]) > 0
+  pg = -np.minimum(rho * adv, np.clip(rho, 0.8, 1.28) * adv)[mask].mean()
+  np.testing.assert_allclose(float(m["loss/policy"]), pg, rtol=1e-4)
+  np.testing.assert_allclose(float(m["loss"]), pg + 0.05 * want["loss/kl"] - 0.01 * want["entropy"],
+                             rtol=1e-4)
+  assert 0 < float(m["grad_norm"]) < np.inf
+
+
+def test_reference_resets_at_step_k_in_a_training_loop(single):
+  step, mesh, _, _, _ = single
+  state = init_train_state(CFG, OPTIM, jax.random.key(2), mesh)
+  initial = jax.tree.map(np.asarray, state.params)
+  ref = jax.tree.map(jnp.copy, state.params)
+  history = []
+  for _ in range(3):
+    state, _ = step(state, _batch())
+    ref = maybe_reset_reference(int(state.step), 2, state.params, ref)
+    history.append((int(state.step), jax.tree.map(np.asarray, state.params),
+                    jax.tree.map(np.asarray, ref)))
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                               jax.tree.leaves(b)))
+  (s1, p1, r1), (s2, p2, r2), (s3, p3, r3) = history
+  assert (s1, s2, s3) == (1, 2, 3)
+  assert same(r1, initial) and not same(r1, p1)            # before K: still the initial policy
+  assert same(r2, p2)                                      # at K: the policy of step K
+  assert same(r3, p2) and not same(r3, p3)                 # after: unchanged until 2K
+
+
+def test_moe_router_bias_moves_only_by_the_balance_rule():
+  mesh = _mesh(SINGLE)
+  state = init_train_state(MOE_CFG, OPTIM, jax.random.key(0), mesh)
+  bias0 = jax.random.normal(jax.random.key(3), state.params["moe"]["moe"]["router_bias"].shape)
+  state.params["moe"]["moe"]["router_bias"] = bias0        # nonzero, so weight decay would show
+  params0 = jax.tree.map(np.asarray, state.params)
+  b = _batch()
+  _, _, aux = jax.jit(completion_stats, static_argnums=0)(
+      MOE_CFG, params0, b["prompt_tokens"], b["prompt_mask"], b["completion_tokens"])
+  step = make_train_step(MOE_CFG, dataclasses.replace(GRPO, micro_batches=2), OPTIM, mesh)
+  state, metrics = step(state, b)
+  want = balance_bias_update(params0["moe"]["moe"]["router_bias"], aux["expert_load"], 0.05)
+  np.testing.assert_allclose(state.params["moe"]["moe"]["router_bias"], want, rtol=0, atol=1e-7)
+  assert float(jnp.abs(want - params0["moe"]["moe"]["router_bias"]).min()) > 0
+  router_moved = np.abs(np.asarray(state.params["moe"]["moe"]["router"]) - params0["moe"]["moe"]["router"])
+  assert router_moved.max() > 0
+  assert np.isfinite(float(metrics["moe/aux_loss"])) and np.isfinite(float(metrics["loss"]))
+
+
+def test_batch_that_is_not_whole_groups_is_rejected(single):
+  step, mesh, _, _, _ = single
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  bad = make_train_step(CFG, dataclasses.replace(GRPO, micro_batches=3), OPTIM, mesh)
+  with pytest.raises(ConfigError, match="micro_batches.*must divide the minibatch's 4 groups"):
+    bad(state, _batch())
+  wrong_g = make_train_step(CFG, dataclasses.replace(GRPO, num_generations=8), OPTIM, mesh)
+  with pytest.raises(ConfigError, match="num_generations.*16 outputs for 4 prompts"):
+    wrong_g(state, _batch())

@@ -1,0 +1,56 @@
+"""Experiment files: every variant loads and validates; overrides are checked and typos rejected."""
+import os
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from r1jax import experiment
+from r1jax.config import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+R1_ZERO = os.path.join(ROOT, "experiments", "r1_zero.py")
+
+
+def _load(spec, *overrides):
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  fv(["prog", f"--config={spec}", *[f"--config.{o}" for o in overrides]])
+  return fv.config
+
+
+@pytest.mark.parametrize("variant", ["tiny", "tiny_control", "smoke", "paper", "7b", "16b_moe", "30b"])
+def test_every_variant_validates(variant):
+  exp = experiment.load(_load(f"{R1_ZERO}:{variant}"))
+  assert exp.rl.num_generations == exp.rollout.num_samples == 16
+  if variant in ("paper", "30b"):
+    assert (exp.model.dim, exp.model.num_layers, exp.model.num_kv_heads) == (5120, 64, 8)
+    assert exp.data.questions_per_step // exp.rl.num_minibatches == 32   # 32 questions per step
+    assert dict(exp.loop.max_new_tokens_schedule) == {0: 32_768, 8_200: 65_536}
+    assert exp.rl.kl_coef == 0.001 and exp.rl.ref_reset_every == 400
+  if variant == "16b_moe":
+    assert exp.model.moe.num_experts == 64 and exp.model.moe.first_dense_layers == 1
+
+
+def test_overrides_apply_and_typos_are_rejected():
+  exp = experiment.load(_load(f"{R1_ZERO}:tiny", "rl.kl_coef=0.05", "rl.eps_high=10.0"))
+  assert exp.rl.kl_coef == 0.05 and exp.rl.eps_high == 10.0
+  with pytest.raises(Exception, match="kl_coeff"):
+    _load(f"{R1_ZERO}:tiny", "rl.kl_coeff=0.05")
+
+
+def test_cross_section_errors_name_both_keys():
+  with pytest.raises(ConfigError, match=r"rollout.num_samples.*rl.num_generations=16"):
+    experiment.load(_load(f"{R1_ZERO}:tiny", "rollout.num_samples=8"))
+  with pytest.raises(ConfigError, match=r"rl.num_minibatches.*data.questions_per_step=8"):
+    experiment.load(_load(f"{R1_ZERO}:tiny", "rl.num_minibatches=3"))
+  with pytest.raises(ConfigError, match=r"'job'.*'rl', 'base_model'"):
+    experiment.load(_load(f"{R1_ZERO}:tiny", "job=train"))
+
+
+def test_schedules_are_piecewise_constant():
+  schedule = ((0, 32_768), (8_200, 65_536))
+  assert experiment.scheduled(schedule, 0, 1) == 32_768
+  assert experiment.scheduled(schedule, 8_199, 1) == 32_768
+  assert experiment.scheduled(schedule, 8_200, 1) == 65_536
+  assert experiment.scheduled((), 5, 7) == 7

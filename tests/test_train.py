@@ -1,0 +1,102 @@
+"""The R1-Zero loop end to end: the real command line, exact resume after SIGKILL, NaN stop,
+the report, and a tiny KL x clip sweep."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from r1jax import report
+from r1jax.metrics import read_jsonl
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "experiments", "r1_zero.py") + ":smoke"
+# Timing keys differ between any two runs; everything else must repeat exactly.
+VOLATILE = ("time/",)
+
+
+def _cli(workdir, *overrides, **kwargs):
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  args = [sys.executable, "-m", "r1jax.main", f"--config={SMOKE}", f"--workdir={workdir}",
+          *[f"--config.{o}" for o in overrides]]
+  return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, **kwargs)
+
+
+def _stable(records):
+  return [{k: v for k, v in r.items() if not k.startswith(VOLATILE)} for r in records]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("reference")
+  proc = _cli(workdir)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out.decode()[-3000:]
+  return workdir, out.decode()
+
+
+def test_cli_run_writes_metrics_summary_checkpoints_and_events(reference_run):
+  workdir, out = reference_run
+  summary = json.load(open(workdir / "summary.json"))
+  assert summary["steps"] == 3 and summary["first"]["step"] == 0 and summary["last"]["step"] == 3
+  for key in ("pass@1", "cons@k", "response_length", "reflective_words_per_response"):
+    assert 0 <= summary["last"][key] < float("inf")
+  metrics = read_jsonl(workdir / "metrics.jsonl")
+  assert [r["step"] for r in metrics] == [1, 2, 3]
+  for key in ("loss", "grad_norm", "lr", "reward/mean", "clip_frac/low", "approx_kl/ref",
+              "entropy", "response_length/mean", "time/reward_wait_s"):
+    assert key in metrics[0], key
+  assert [r["step"] for r in read_jsonl(workdir / "eval.jsonl")] == [0, 2, 3]
+  assert os.listdir(workdir / "tensorboard")
+  assert sorted(int(s) for s in os.listdir(workdir / "checkpoints") if s.isdigit())[-1] == 3
+
+
+def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(reference_run, tmp_path):
+  reference, _ = reference_run
+  proc = _cli(tmp_path)
+  deadline = time.time() + 600
+  # Kill it the moment the first checkpoint is complete (mid-run, before the last step).
+  while not (tmp_path / "checkpoints" / "2").exists():
+    assert proc.poll() is None and time.time() < deadline, proc.communicate()[0].decode()[-3000:]
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  resumed = _cli(tmp_path)
+  out, _ = resumed.communicate(timeout=600)
+  assert resumed.returncode == 0, out.decode()[-3000:]
+  assert b"resumed from step 2" in out
+  assert _stable(read_jsonl(tmp_path / "metrics.jsonl")) == _stable(
+      read_jsonl(reference / "metrics.jsonl"))
+  assert read_jsonl(tmp_path / "eval.jsonl") == read_jsonl(reference / "eval.jsonl")
+
+
+def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
+  # An absurd learning rate blows the policy up within a few steps.
+  proc = _cli(tmp_path, "optim.lr=1e30", "optim.grad_clip=0", "loop.save_every=1")
+  out, _ = proc.communicate(timeout=600)
+  text = out.decode()
+  assert proc.returncode != 0
+  assert "NonFiniteLossError" in text and "last good checkpoint is kept" in text
+  saved = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
+  metrics = read_jsonl(tmp_path / "metrics.jsonl")
+  assert all(s <= len(metrics) for s in saved)
+
+
+def test_report_renders_plots_and_table(reference_run, tmp_path):
+  workdir, _ = reference_run
+  path = report.write_report(str(workdir), control=str(workdir))
+  text = open(path).read()
+  assert "| run |" in text and "| control |" in text
+  for name in ("accuracy.png", "response_length.png", "reflection.png"):
+    assert os.path.getsize(workdir / name) > 1000
+
+
+def test_bad_override_names_the_key(tmp_path):
+  proc = _cli(tmp_path, "rl.kl_estimator=k9")
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  assert b"rl.kl_estimator" in out and b"'k1', 'k2', 'k3'" in out
