@@ -38,7 +38,7 @@ def tiny(c: config_dict.ConfigDict) -> None:
   c.data.procedural_types = ("math",)
   c.data.procedural_kinds = ("chain_sum",)
   c.data.procedural_difficulties = (1, 2, 3)
-  c.data.procedural_sizes = (3000, 300, 300)
+  c.data.procedural_sizes = (250, 30, 30)
   c.data.procedural_seed = 1
   c.data.max_prompt_len = 112
   c.data.questions_per_step = 8
@@ -100,7 +100,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
     if variant == "tiny_control":
       c.optim.lr = 0.0
     if variant == "smoke":
-      c.data.procedural_sizes = (200, 40, 40)
+      c.data.procedural_sizes = (100, 20, 20)
       c.rollout.max_new_tokens = 48
       c.loop.steps = c.optim.total_steps = 3
       c.loop.eval_every = c.loop.save_every = 2

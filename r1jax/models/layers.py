@@ -64,6 +64,8 @@ def attend(q, k, v, mask, prefix=None):
   """
   b, t, h, dh = q.shape
   kv = k.shape[2]
+  if t == 1:
+    return _attend_one_query(q, k, v, mask, prefix)
   q = (q * (dh ** -0.5)).reshape(b, t, kv, h // kv, dh)
   scores = jnp.where(mask[:, None, None], _scores(q, k), NEG_INF)
   if prefix is not None:
@@ -82,6 +84,42 @@ def attend(q, k, v, mask, prefix=None):
   else:
     out = jnp.einsum("bkrts,bskd->btkrd", probs, v)
   return out.reshape(b, t, h, dh)
+
+
+def _attend_one_query(q, k, v, mask, prefix=None):
+  """`attend` for one query per row (a decode step), reading the cache in its stored layout.
+
+  The grouped einsums of `attend` make XLA transpose every layer's whole [B, S, KV, Dh] cache to
+  [B, KV, S, Dh] on every step. Here each query head is widened to KV*Dh with zeros outside its
+  own group's slice (a block-diagonal query), so scores and outputs are plain batched matmuls over
+  the cache rows [S, KV*Dh]. That does KV times the multiply-adds, but a decode step's attention
+  is bound by reading the cache (about H/2 flops per byte), so the extra work is free and the
+  transposes are gone.
+  """
+  b, _, h, dh = q.shape
+  kv = k.shape[2]
+  width = kv * dh
+  own = (jnp.arange(h) // (h // kv))[:, None] == jnp.arange(kv)[None, :]        # [H, KV]
+  wide = jnp.where(own[:, :, None], (q[:, 0] * (dh ** -0.5))[:, :, None, :], 0).reshape(b, h, width)
+  scores = jnp.einsum("bhe,bse->bhs", wide, k.reshape(b, -1, width),
+                      preferred_element_type=jnp.float32)
+  scores = jnp.where(mask[:, :1], scores, NEG_INF)                             # mask [B, 1, S]
+  if prefix is not None:
+    pk, pv, pmask = prefix
+    bp, p_len = pk.shape[:2]
+    pscores = jnp.einsum("bqe,bpe->bqp", wide.reshape(bp, -1, width), pk.reshape(bp, p_len, width),
+                         preferred_element_type=jnp.float32)
+    pscores = jnp.where(pmask[:, None, :], pscores, NEG_INF).reshape(b, h, p_len)
+    scores = jnp.concatenate([pscores, scores], axis=-1)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  if prefix is not None:
+    out = jnp.einsum("bqp,bpe->bqe", probs[..., :p_len].reshape(bp, -1, p_len),
+                     pv.reshape(bp, p_len, width)).reshape(b, h, width)
+    out = out + jnp.einsum("bhs,bse->bhe", probs[..., p_len:], v.reshape(b, -1, width))
+  else:
+    out = jnp.einsum("bhs,bse->bhe", probs, v.reshape(b, -1, width))
+  out = jnp.sum(jnp.where(own[:, :, None], out.reshape(b, h, kv, dh), 0), axis=2)
+  return out[:, None]
 
 
 def output_projection(params, attn_out, dtype):

@@ -181,6 +181,38 @@ def _remat(cfg: ModelConfig, fn):
   return jax.checkpoint(fn, policy=policy)
 
 
+def unstack_layers(tree):
+  """Params or a KVCache with each stack as a tuple of per-layer pytrees instead of [L, ...].
+
+  :func:`trunk` accepts either form. Decoding loops call it once on the params and caches they
+  carry: the layers are then unrolled with static indices, so no step copies a layer's weights
+  or cache slab out of (and back into) the stacked arrays, as `lax.scan` over them does.
+  """
+  split = lambda stacked: tuple(jax.tree.map(lambda a, i=i: a[i], stacked)
+                                for i in range(jax.tree.leaves(stacked)[0].shape[0]))
+  if isinstance(tree, KVCache):
+    return KVCache(k={s: tuple(split(a)) for s, a in tree.k.items()},
+                   v={s: tuple(split(a)) for s, a in tree.v.items()}, mask=tree.mask, index=tree.index)
+  return {name: split(value) if name in STACKS else value for name, value in tree.items()}
+
+
+def _unrolled(layer, x, stack_params, caches, prefixes):
+  """Runs a stack given as per-layer tuples (see :func:`unstack_layers`), aux stacked like scan's."""
+  num = len(stack_params)
+  ck, cv = (caches[0] or (None,) * num), (caches[1] or (None,) * num)
+  pk, pv = (prefixes[0] or (None,) * num), (prefixes[1] or (None,) * num)
+  new_k, new_v, auxes = [], [], []
+  for i in range(num):
+    kv = None if ck[i] is None else (ck[i], cv[i])
+    x, kv, aux = layer(x, stack_params[i], kv, pk[i], pv[i])
+    if kv is not None:
+      new_k.append(kv[0])
+      new_v.append(kv[1])
+    auxes.append(aux)
+  aux = None if auxes[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *auxes)
+  return x, tuple(new_k) or None, tuple(new_v) or None, aux
+
+
 def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_ids=None,
           token_mask=None, cache: KVCache | None = None, prefix: KVCache | None = None):
   """Final normalised hidden states [B, T, D], the updated cache, and MoE aux outputs."""
@@ -196,23 +228,27 @@ def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_i
   expert_load = None
   new_k, new_v = {}, {}
   for stack in _stack_sizes(cfg):
-    def body(carry, layer, stack=stack):
+    def layer(x, p, kv, pk, pv, stack=stack):
+      pre = None if pk is None else (pk, pv, prefix.mask)
+      return _block(cfg, stack, p, x, positions, mask, kv, pre, None if cache is None else cache.index)
+    def body(carry, layer_in, layer=layer):
       x, ck_all, cv_all, i = carry
-      p, pk, pv = layer
+      p, pk, pv = layer_in
       kv = None
       if ck_all is not None:
         kv = (ck_all[i], cv_all[i])
-      pre = None if pk is None else (pk, pv, prefix.mask)
-      x, kv, aux = _block(cfg, stack, p, x, positions, mask, kv, pre,
-                          None if cache is None else cache.index)
+      x, kv, aux = layer(x, p, kv, pk, pv)
       if kv is not None:
         ck_all = jax.lax.dynamic_update_index_in_dim(ck_all, kv[0], i, 0)
         cv_all = jax.lax.dynamic_update_index_in_dim(cv_all, kv[1], i, 0)
       return (x, ck_all, cv_all, i + 1), aux
     caches = (None, None) if cache is None else (cache.k[stack], cache.v[stack])
     pre = (None, None) if prefix is None else (prefix.k[stack], prefix.v[stack])
-    (x, ck, cv, _), aux = jax.lax.scan(_remat(cfg, body), (x, *caches, jnp.int32(0)),
-                                       (params[stack], *pre))
+    if isinstance(params[stack], tuple):
+      x, ck, cv, aux = _unrolled(_remat(cfg, layer), x, params[stack], caches, pre)
+    else:
+      (x, ck, cv, _), aux = jax.lax.scan(_remat(cfg, body), (x, *caches, jnp.int32(0)),
+                                         (params[stack], *pre))
     new_k[stack], new_v[stack] = ck, cv
     if aux is not None:
       aux_loss = aux_loss + jnp.sum(aux["aux_loss"])

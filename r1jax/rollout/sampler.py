@@ -25,6 +25,7 @@ import numpy as np
 
 from r1jax.mesh import current_mesh
 from r1jax.models import ModelConfig, forward, init_cache, prefill
+from r1jax.models.transformer import unstack_layers
 from r1jax.rollout import categorical, filtering
 from r1jax.rollout.config import SamplingConfig
 
@@ -106,15 +107,17 @@ def _rollout(model_cfg: ModelConfig, config: SamplingConfig, mesh, params, promp
 
   def step(state):
     t, token, cache = state[0], state[1], state[6]
-    logits, cache, _ = forward(model_cfg, params, token[:, None], positions=(start + t - 1)[:, None],
+    logits, cache, _ = forward(model_cfg, layer_params, token[:, None], positions=(start + t - 1)[:, None],
                                cache=cache, prefix=prompt_cache)
     state = state[:6] + (cache,)
     return emit(state, *_next_token(config, logits[:, 0], row_keys, t))
 
+  # Per-layer arrays inside the loop: no step slices weights or caches out of stacked arrays.
+  layer_params, prompt_cache = unstack_layers(params), unstack_layers(prompt_cache)
   state = (jnp.int32(0), jnp.zeros((rows,), jnp.int32),
            jnp.full((rows, budget), config.pad_id, jnp.int32), jnp.zeros((rows, budget), jnp.float32),
            jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool),
-           init_cache(model_cfg, rows, budget, config.cache_dtype))
+           unstack_layers(init_cache(model_cfg, rows, budget, config.cache_dtype)))
   state = emit(state, *_next_token(config, last_logits, row_keys, 0))
   _, _, tokens, logprobs, lengths, done, _ = jax.lax.while_loop(keep_going, step, state)
   return Rollout(tokens=tokens, logprobs=logprobs, lengths=lengths, finished_eos=done)
