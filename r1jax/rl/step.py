@@ -213,14 +213,22 @@ def make_train_step(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, optim_c
 
   compiled: dict[Any, Any] = {}
 
-  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict[str, jax.Array]]:
-    signature = tuple(sorted((key, np.shape(x), np.result_type(x).str) for key, x in batch.items()))
+  def jitted(batch: dict):
+    """The jitted step for this batch's shapes; arrays or ShapeDtypeStructs (the planner calls
+    `.lower(abstract_state, abstract_batch)` on it)."""
+    signature = tuple(sorted((key, np.shape(x), np.dtype(getattr(x, "dtype", None) or
+                                                        np.result_type(x)).str)
+                             for key, x in batch.items()))
     if signature not in compiled:
       batch_shardings = {key: logical_sharding(("batch",) + (None,) * (np.ndim(x) - 1),
                                                np.shape(x), mesh, rules)
                          for key, x in batch.items()}
       compiled[signature] = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
                                     out_shardings=(shardings, replicated), donate_argnums=0)
-    return compiled[signature](state, batch)
+    return compiled[signature]
 
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict[str, jax.Array]]:
+    return jitted(batch)(state, batch)
+
+  train_step.jitted = jitted
   return train_step

@@ -3,16 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from r1jax import models
 from r1jax.rl.config import OptimConfig
 from r1jax.rl.optim import learning_rate_schedule, make_optimizer, trainable_mask
 
-MOE_CFG = models.ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
-                             head_dim=8, ffn_dim=64,
-                             moe=models.MoEConfig(num_experts=4, top_k=2, expert_ffn_dim=16))
 
 
 def test_warmup_then_constant():
@@ -31,9 +26,12 @@ def test_warmup_then_cosine_to_final_fraction():
 
 
 def _params_and_grads():
-  params = jax.jit(models.init, static_argnums=0)(MOE_CFG, jax.random.key(0))
-  bias = params["moe"]["moe"]["router_bias"]
-  params["moe"]["moe"]["router_bias"] = bias + 0.5            # nonzero, so decay would show
+  """A parameter tree named like the model's MoE stack (the optimizer decides by leaf name)."""
+  keys = iter(jax.random.split(jax.random.key(0), 8))
+  normal = lambda *shape: jax.random.normal(next(keys), shape)
+  params = {"embed": normal(16, 8), "final_norm": jnp.ones(8),
+            "moe": {"attn_norm": jnp.ones((2, 8)), "attn": {"q": normal(2, 8, 2, 4)},
+                    "moe": {"router": normal(2, 8, 4), "router_bias": normal(2, 4)}}}
   grads = jax.tree.map(lambda p: jnp.full_like(p, 0.01), params)
   return params, grads
 
