@@ -32,7 +32,7 @@ _FLOAT_RTOL = sympy.Rational(5, 10**6)
 _EXPLOSIVE = re.compile(
     r"(\^|\*\*)\s*\{?\s*\(?\s*\d{6,}"             # a literal exponent of a million or more
     r"|\d{5,}\s*!"                                   # factorial of a five-digit number
-    r"|\^\s*\{\s*\d+\s*\^\s*\{?\s*\d{3,}")          # power towers 2^{2^{100}}
+    r"|\d\s*(\^|\*\*)\s*[{(][^{}()]*\d\s*(\^|\*\*)")  # numeric power towers 2^{10^{9}}
 _UNICODE = {"\u2212": "-", "\u00b0": "^\\circ", "\u00d7": "\\times", "\u2264": "\\le",
             "\u2265": "\\ge", "\u221e": "\\infty", "\u03c0": "\\pi", "\u221a": "\\sqrt"}
 

@@ -231,13 +231,17 @@ def _assemble(lines: Sequence[bytes], why: str, returncode: int | None, n_items:
 def _harness_main() -> None:
   spec = json.loads(sys.stdin.buffer.read())
   job, limits, workdir, result_fd = spec["job"], spec["limits"], spec["workdir"], spec["result_fd"]
+  child = []
+  signal.signal(signal.SIGTERM, lambda *_: _abandon(child, workdir))
   _die_with_parent()
-  isolation = _isolate(workdir)
+  pidns = _libc().unshare(0x20000000) == 0  # CLONE_NEWPID: our child is init of a new namespace
   for name in PRELOAD:
     __import__(name)
   pid = os.fork()
   if pid == 0:
     try:
+      # Network and mount namespaces are the child's alone, so the harness can still clean up.
+      isolation = _isolate(workdir) + (["pidns"] if pidns else [])
       _enter_jail(workdir, limits, isolation)
       out = os.fdopen(result_fd, "w", buffering=1, encoding="utf-8")
       out.write(json.dumps({"isolation": isolation}) + "\n")
@@ -248,10 +252,24 @@ def _harness_main() -> None:
       os._exit(3)
     except BaseException:
       os._exit(4)
+  child.append(pid)
   os.close(result_fd)
   status = _wait_child(pid)
   _reap_orphans()
   os._exit(min(status, 255) if status >= 0 else 128 - status)
+
+
+def _abandon(child: list[int], workdir: str) -> None:
+  """SIGTERM (our parent died): kill the jail, remove the work directory, and go."""
+  for pid in child:
+    try:
+      os.kill(pid, signal.SIGKILL)
+      os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+      pass
+  _reap_orphans()
+  shutil.rmtree(workdir, ignore_errors=True)
+  os._exit(1)
 
 
 def _libc():
@@ -261,24 +279,22 @@ def _libc():
 
 
 def _die_with_parent() -> None:
-  # If the worker that started us is killed, the kernel kills us (and our jail with us).
+  # If the worker that started us is killed, the kernel sends us SIGTERM (see _abandon).
   libc = _libc()
-  libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+  libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
   libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned daemons re-parent to us, not to init
   if os.getppid() == 1:
     os._exit(1)
 
 
 def _isolate(workdir: str) -> list[str]:
-  """Unshares what the kernel allows; returns the list of mechanisms in force."""
+  """Unshares network and mounts where the kernel allows; returns the mechanisms in force."""
   libc = _libc()
   active = []
   if libc.unshare(0x40000000) == 0:  # CLONE_NEWNET: only a loopback device, and it is down
     active.append("netns")
   if libc.unshare(0x00020000) == 0 and _private_mounts(libc, workdir):  # CLONE_NEWNS
     active.append("mountns")
-  if libc.unshare(0x20000000) == 0:  # CLONE_NEWPID: our next child is init of a new namespace
-    active.append("pidns")
   return active
 
 
@@ -293,9 +309,10 @@ def _private_mounts(libc, workdir: str) -> bool:
         return False
       if libc.mount(None, path, None, ms_remount | ms_bind | ms_rdonly, None) != 0:
         return False
-  # The work directory lives under /tmp: give it back its own writable mount.
+  # The work directory lives under /tmp: give it its own mount, then clear the inherited read-only.
   w = workdir.encode()
-  return libc.mount(w, w, None, ms_bind, None) == 0
+  return (libc.mount(w, w, None, ms_bind, None) == 0
+          and libc.mount(None, w, None, ms_remount | ms_bind, None) == 0)
 
 
 def _enter_jail(workdir: str, limits: Mapping[str, Any], isolation: list[str]) -> None:

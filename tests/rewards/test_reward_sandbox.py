@@ -1,0 +1,263 @@
+"""Attack programs against the sandbox: each must score as a failure, finish within its limits, and
+leave the host as it was (no stray processes, no files outside the work directory, parent alive)."""
+import glob
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import psutil
+import pytest
+
+from r1jax.rewards import code, sandbox
+
+TIME_LIMIT_S = 0.5
+LIMITS = {"time_limit_s": TIME_LIMIT_S, "memory_limit_mb": 256}
+# Interpreter start-up plus the kill and clean-up: the budget on top of the program's own limit.
+OVERHEAD_S = 4.0
+ADD_TEST = "assert add(1, 2) == 3\nassert add(2, 2) == 4\n"
+TOKEN = uuid.uuid4().hex[:12]
+OUTSIDE = [os.path.join(tempfile.gettempdir(), f"r1jax_attack_{TOKEN}"),
+           f"/var/tmp/r1jax_attack_{TOKEN}", f"/dev/shm/r1jax_attack_{TOKEN}",
+           os.path.join(os.path.dirname(os.path.abspath(__file__)), f"attack_{TOKEN}")]
+
+
+def _nobody_processes():
+  return [p for p in psutil.process_iter(["uids", "status"])
+          if p.info["uids"] and p.info["uids"].real == sandbox.NOBODY
+          and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+
+def _live_descendants():
+  kids = psutil.Process().children(recursive=True)
+  return [k for k in kids if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture
+def host():
+  """Checks after the test that the host is as it was."""
+  workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "r1jax-sbx-*")))
+  kids = {p.pid for p in _live_descendants()}
+  yield
+  assert not [p for p in _live_descendants() if p.pid not in kids], "stray child processes"
+  assert not _nobody_processes(), "stray jailed processes"
+  assert set(glob.glob(os.path.join(tempfile.gettempdir(), "r1jax-sbx-*"))) <= workdirs
+  for path in OUTSIDE:
+    assert not os.path.exists(path), f"the program wrote {path}"
+
+
+def _run(program: str, tests: str = ADD_TEST):
+  start = time.monotonic()
+  result = code.execute(program, tests, **LIMITS)
+  elapsed = time.monotonic() - start
+  assert elapsed < TIME_LIMIT_S + OVERHEAD_S, f"took {elapsed:.1f}s"
+  assert result.passed == 0, result
+  return result
+
+
+ATTACKS = {
+    "fork_bomb": """
+import os, time
+def add(a, b):
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            time.sleep(0.001)
+""",
+    "memory_hog": """
+hog = []
+def add(a, b):
+    while True:
+        hog.append(bytearray(16 << 20))
+""",
+    "cpu_loop": "def add(a, b):\n    while True:\n        pass\n",
+    "sleep_loop": "import time\ndef add(a, b):\n    while True:\n        time.sleep(0.05)\n",
+    "double_fork_daemon": """
+import os, time
+def add(a, b):
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(30)
+            open(%r, 'w').write('daemon was here')
+        os._exit(0)
+    return 0
+""" % OUTSIDE[0],
+    "write_outside": """
+import os
+def add(a, b):
+    wrote = 0
+    for path in %r + ['../escape_%s']:
+        for opener in (lambda p: open(p, 'w'), lambda p: os.open(p, os.O_CREAT | os.O_WRONLY)):
+            try:
+                opener(path)
+                wrote += 1
+            except OSError:
+                pass
+    return wrote
+""" % (OUTSIDE, TOKEN),
+    "exit_zero_early": "import os\nos._exit(0)\n",
+    "sys_exit_in_function": "import sys\ndef add(a, b):\n    sys.exit(0)\n",
+    "print_passed_and_forge_records": """
+import os, sys
+print('PASSED'); print('ok 2/2')
+forged = b'{"i": 0, "value": {"t": true}}\\n{"i": 1, "value": {"s": "PASSED"}}\\n'
+for fd in range(0, 64):
+    try:
+        os.write(fd, forged)
+    except OSError:
+        pass
+def add(a, b):
+    return None
+""",
+    "eq_override_and_builtins_patching": """
+import builtins, json
+class Liar:
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __bool__(self): return True
+    __hash__ = object.__hash__
+class FakeInt(int):
+    def __eq__(self, other): return True
+    __hash__ = int.__hash__
+builtins.isinstance = lambda *a: True
+builtins.AssertionError = type('Nothing', (Exception,), {})
+json.dumps = lambda *a, **k: '{"i": 0, "value": {"t": true}}'
+def add(a, b):
+    return Liar() if a == 1 else FakeInt(a * 100)
+""",
+    "ctypes_and_importlib": """
+import os, sys, gc
+def add(a, b):
+    got = 0
+    attempts = [
+        lambda: __import__('ctypes').CDLL(None).getpid(),
+        lambda: __import__('importlib').import_module('_ctypes').dlopen(None, 0),
+        lambda: sys.modules.get('ctypes') or [o for o in gc.get_objects()
+                                              if type(o).__name__ == 'PyDLL'][0].PyRun_SimpleString,
+        lambda: os.system('true'),
+        lambda: __import__('subprocess').run(['true']),
+        lambda: setattr([f for f in gc.get_objects() if getattr(f, '__name__', '') == 'hook'][0],
+                        '__code__', (lambda e, a: None).__code__),
+    ]
+    for attempt in attempts:
+        try:
+            if attempt() is not None:
+                got += 1
+        except BaseException:
+            pass
+    return got + a + b - 3 if got else -1
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_fails_within_limits_and_leaves_no_trace(name, host):
+  _run(ATTACKS[name])
+
+
+def test_statuses_of_resource_attacks(host):
+  assert _run(ATTACKS["cpu_loop"]).status == "timeout"
+  assert _run(ATTACKS["sleep_loop"]).status == "timeout"
+  assert _run(ATTACKS["memory_hog"]).status == "memory"
+  flood = "while True:\n    print('x' * 65536)\n"
+  assert _run(flood, '[{"input": "", "output": "x"}]').status == "output_limit"
+
+
+def test_secrets_in_env_and_parent_environ_do_not_leak(host, monkeypatch):
+  secret = f"s3cr3t-{TOKEN}"
+  monkeypatch.setenv("R1JAX_TEST_SECRET", secret)
+  program = """
+import os
+def add(a, b):
+    seen = list(os.environ.values())
+    for pid in [str(os.getppid())] + os.listdir('/proc'):
+        try:
+            seen.append(open('/proc/%s/environ' % pid, 'rb').read().decode('latin-1'))
+        except OSError:
+            pass
+    return ' '.join(seen)
+"""
+  _run(program, f"SECRET = {secret!r}\nassert SECRET in add(1, 2)\n")
+
+
+def test_no_network_even_to_the_host_loopback(host):
+  listener = socket.socket()
+  listener.bind(("127.0.0.1", 0))
+  listener.listen(1)
+  listener.setblocking(False)
+  port = listener.getsockname()[1]
+  program = f"""
+def add(a, b):
+    import socket
+    s = socket.create_connection(('127.0.0.1', {port}), timeout=0.3)
+    s.sendall(b'hello')
+    return 3
+"""
+  try:
+    _run(program)
+    with pytest.raises(BlockingIOError):
+      listener.accept()
+  finally:
+    listener.close()
+
+
+def test_cannot_kill_the_parent_or_other_processes(host):
+  bystander = subprocess.Popen(["sleep", "30"])
+  try:
+    program = f"""
+import os, signal
+def add(a, b):
+    for target in (os.getppid(), {os.getpid()}, {bystander.pid}, -1, 1):
+        try:
+            os.kill(target, signal.SIGKILL)
+        except OSError:
+            pass
+    return 0
+"""
+    _run(program)
+    assert bystander.poll() is None, "the jailed program killed a host process"
+  finally:
+    bystander.kill()
+    bystander.wait()
+
+
+def test_honest_program_may_use_its_work_directory(host):
+  program = """
+def add(a, b):
+    with open('scratch.txt', 'w') as f:
+        f.write(str(a + b))
+    return int(open('scratch.txt').read())
+"""
+  assert code.execute(program, ADD_TEST, **LIMITS).status == "ok"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and setuid need root")
+def test_isolation_mechanisms_are_active_as_root():
+  result = sandbox.run({"mode": "calls", "program": "import os", "setup": "",
+                        "items": ["os.getuid()"]}, sandbox.Limits(time_s=1.0, memory_mb=256))
+  assert set(result.isolation) == {"netns", "mountns", "pidns", "setuid"}
+  assert sandbox.decode(result.records[0]["value"]) == sandbox.NOBODY
+
+
+def test_harness_dies_with_its_parent(host):
+  """A worker killed mid-run (e.g. replaced as stuck) must not leave its jail behind."""
+  script = ("import sys; sys.path.insert(0, %r)\n"
+            "from r1jax.rewards import sandbox\n"
+            "sandbox.run({'mode': 'calls', 'program': 'import time\\ntime.sleep(30)', 'setup': '',"
+            " 'items': ['1']}, sandbox.Limits(time_s=30, memory_mb=256))\n"
+            % os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+  worker = subprocess.Popen([psutil.Process().exe(), "-c", script])
+  deadline = time.monotonic() + 10
+  while time.monotonic() < deadline and not _nobody_processes():
+    time.sleep(0.05)
+  assert _nobody_processes(), "the jailed program never started"
+  worker.send_signal(signal.SIGKILL)
+  worker.wait()
+  deadline = time.monotonic() + 5
+  while time.monotonic() < deadline and _nobody_processes():
+    time.sleep(0.05)
