@@ -1,10 +1,15 @@
-"""Multi-host start-up: the one place that calls ``jax.distributed.initialize``.
+"""Multi-host start-up and per-process data: the one place that calls ``jax.distributed.initialize``.
 
 It detects SLURM (``SLURM_NTASKS`` > 1) and Open MPI (``OMPI_COMM_WORLD_SIZE`` > 1) and lets JAX
 read their coordinator and ranks; explicit settings come from ``R1JAX_COORDINATOR``,
-``R1JAX_NUM_PROCESSES`` and ``R1JAX_PROCESS_ID`` (what ``launch/local.py`` sets). A heartbeat
-timeout bounds how long the survivors wait when a process dies: they fail with an error instead of
-hanging. A single process needs none of this and calls nothing.
+``R1JAX_NUM_PROCESSES`` and ``R1JAX_PROCESS_ID`` (what ``launch/local.py`` and
+``launch/slurm.py`` set). On CPU the cross-process collectives are gloo's. A heartbeat timeout
+(``R1JAX_HEARTBEAT_TIMEOUT_S``) bounds how long the survivors wait when a process dies: JAX's
+coordination service then stops them with an error instead of letting them hang. Each process
+loads only the rows of a batch that its own devices hold (:func:`process_rows`) and assembles
+the global array from them (:func:`global_batch`). Only process 0 writes logs (:func:`is_chief`);
+Orbax checkpoints are written by every process, each its own shards. A single process needs none
+of this and calls nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +18,16 @@ import logging
 import os
 
 import jax
+import numpy as np
+from jax.sharding import Mesh
 
-HEARTBEAT_TIMEOUT_S = int(os.environ.get("R1JAX_HEARTBEAT_TIMEOUT_S", "60"))
+from r1jax.mesh import DEFAULT_RULES, logical_sharding
+
 _initialized = False
+
+
+def heartbeat_timeout_s(env=os.environ) -> int:
+  return int(env.get("R1JAX_HEARTBEAT_TIMEOUT_S", "60"))
 
 
 def cluster_kind(env=os.environ) -> str | None:
@@ -35,22 +47,63 @@ def initialize(env=os.environ) -> None:
   kind = cluster_kind(env)
   if _initialized or kind is None:
     return
+  timeout = heartbeat_timeout_s(env)
+  if env.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
+    # Without a CPU collectives backend, a computation spanning processes cannot run at all.
+    jax.config.update("jax_cpu_collectives_implementation",
+                      env.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION", "gloo"))
+  timeouts = dict(heartbeat_timeout_seconds=timeout, initialization_timeout=max(2 * timeout, 30),
+                  shutdown_timeout_seconds=timeout)
   if kind == "explicit":
     missing = [k for k in ("R1JAX_NUM_PROCESSES", "R1JAX_PROCESS_ID") if k not in env]
     if missing:
       raise ValueError(f"R1JAX_COORDINATOR is set but {', '.join(missing)} is not; set all three "
                        "(see launch/local.py)")
     jax.distributed.initialize(env["R1JAX_COORDINATOR"], int(env["R1JAX_NUM_PROCESSES"]),
-                               int(env["R1JAX_PROCESS_ID"]),
-                               heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
-                               initialization_timeout=HEARTBEAT_TIMEOUT_S * 2)
+                               int(env["R1JAX_PROCESS_ID"]), **timeouts)
   else:
     # JAX's own cluster detection reads the SLURM / Open MPI coordinator and ranks.
-    jax.distributed.initialize(heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S)
+    jax.distributed.initialize(**timeouts)
   _initialized = True
-  logging.info("jax.distributed: process %d of %d (%s)", jax.process_index(), jax.process_count(), kind)
+  logging.info("jax.distributed: process %d of %d (%s), %d local / %d global devices",
+               jax.process_index(), jax.process_count(), kind, jax.local_device_count(),
+               jax.device_count())
 
 
 def is_chief() -> bool:
   """Process 0: the only one that writes logs, metrics and reports."""
   return jax.process_index() == 0
+
+
+def _batch_sharding(shape, mesh: Mesh, rules):
+  return logical_sharding(("batch",) + (None,) * (len(shape) - 1), tuple(shape), mesh, rules)
+
+
+def process_rows(global_shape, mesh: Mesh, rules=DEFAULT_RULES) -> slice:
+  """The rows of a batch-leading array of `global_shape` that this process's devices hold (the
+  rows it should load); every row when the batch axis is not split across processes."""
+  index_map = _batch_sharding(global_shape, mesh, rules).addressable_devices_indices_map(
+      tuple(global_shape))
+  starts = [idx[0].start or 0 for idx in index_map.values()]
+  stops = [global_shape[0] if idx[0].stop is None else idx[0].stop for idx in index_map.values()]
+  rows = slice(min(starts), max(stops))
+  held = sum(stop - start for start, stop in {(a, b) for a, b in zip(starts, stops)})
+  if held != rows.stop - rows.start:
+    raise ValueError(f"the batch rows of this process are not contiguous for shape {global_shape} "
+                     f"on mesh {dict(mesh.shape)}: put the data axis across processes (dcn)")
+  return rows
+
+
+def global_batch(local: dict[str, np.ndarray], global_rows: dict[str, int], mesh: Mesh,
+                 rules=DEFAULT_RULES) -> dict[str, jax.Array]:
+  """Global arrays, sharded along the batch axis, from each process's rows (`process_rows`).
+
+  `global_rows[key]` is the global leading size of `local[key]`; a single process passes the
+  whole batch.
+  """
+  out = {}
+  for key, x in local.items():
+    shape = (global_rows[key], *np.shape(x)[1:])
+    out[key] = jax.make_array_from_process_local_data(_batch_sharding(shape, mesh, rules),
+                                                      np.asarray(x), shape)
+  return out

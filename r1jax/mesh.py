@@ -99,8 +99,11 @@ def make_mesh(config: MeshConfig = MeshConfig(), devices: Sequence[jax.Device] |
   if math.prod(dcn) == 1:
     array = mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
   elif all(hasattr(d, "slice_index") for d in devices) or jax.process_count() > 1:
+    # Nodes are slices where the platform reports them (TPU pods), else processes: CPU devices
+    # of several processes all report slice 0.
+    slices = {getattr(d, "slice_index", None) for d in devices}
     array = mesh_utils.create_hybrid_device_mesh(
-        ici, dcn, devices, process_is_granule=not hasattr(devices[0], "slice_index"))
+        ici, dcn, devices, process_is_granule=len(slices) != math.prod(dcn))
   else:
     # Fake CPU devices in one process have no slices: treat each run of prod(ici) as a node.
     nodes = np.array(devices).reshape(*dcn, *ici)
