@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo base-model clean
+.PHONY: install test demo base-model ablations clean
 
 $(STAMP): requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,9 @@ base-model: install
 	$(PY) -m r1jax.main --config=experiments/base_pretrain.py --workdir=runs/base-model
 	rm -rf r1jax/assets/demo_base_model
 	cp -r runs/base-model/export r1jax/assets/demo_base_model
+
+# The paper's small-scale ablations in shape (docs/ablations.md): distillation vs RL on a small
+# student, and the RL gain against base size. Re-running skips the stages already done.
+ablations: install
+	$(PY) -m r1jax.main --config=experiments/ablation_distill_vs_rl.py:tiny --workdir=runs/ablation-distill
+	$(PY) -m r1jax.main --config=experiments/ablation_scale.py:tiny --workdir=runs/ablation-scale

@@ -53,17 +53,20 @@ def plot(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
   return paths
 
 
-def _table(summaries: dict[str, dict]) -> str:
+def summary_table(summaries: dict[str, dict | None]) -> str:
   keys = ("pass@1", "cons@k", "response_length", "reflective_words_per_response")
   lines = ["| run | " + " | ".join(f"{k} first | {k} last" for k in keys) + " | steps | wall s |",
            "|---" * (2 * len(keys) + 3) + "|"]
   for name, s in summaries.items():
+    if not s:
+      continue
     cells = [f"{s['first'][k]:.3f} | {s['last'][k]:.3f}" for k in keys]
     lines.append(f"| {name} | " + " | ".join(cells) + f" | {s['steps']} | {s['wall_time_s']:.0f} |")
   return "\n".join(lines)
 
 
 def write_report(workdir: str, control: str | None = None) -> str:
+  """Writes report.md and the plots into `workdir`; returns the report's path."""
   runs = {"run": read_jsonl(os.path.join(workdir, "eval.jsonl"))}
   summaries = {"run": _load_summary(workdir)}
   if control:
@@ -72,7 +75,7 @@ def write_report(workdir: str, control: str | None = None) -> str:
   paths = plot(runs, workdir)
   body = [f"# r1jax report: {os.path.basename(os.path.abspath(workdir))}", "",
           "Held-out evaluation, first vs last (the control, if shown, trains with lr = 0):", "",
-          _table({k: v for k, v in summaries.items() if v}), ""]
+          summary_table(summaries), ""]
   body += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in paths]
   path = os.path.join(workdir, "report.md")
   with open(path, "w", encoding="utf-8") as f:
@@ -94,7 +97,12 @@ _CONTROL = flags.DEFINE_string("control", None, "Optional control run's workdir 
 
 def main(argv):
   del argv
-  print(write_report(_WORKDIR.value, _CONTROL.value))
+  path = write_report(_WORKDIR.value, _CONTROL.value)
+  summaries = {"run": _load_summary(_WORKDIR.value)}
+  if _CONTROL.value:
+    summaries["control"] = _load_summary(_CONTROL.value)
+  print(summary_table(summaries))
+  print(f"\nreport: {path}")
 
 
 if __name__ == "__main__":

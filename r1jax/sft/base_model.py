@@ -2,7 +2,9 @@
 
 The corpus is chained-sum problems from the train split only (eval and test problems are never
 seen) under the R1-Zero template, each followed by one solution trace drawn from
-:class:`~r1jax.sft.traces.TraceMix`. A byte-level BPE tokenizer is trained on it, a small decoder
+:class:`~r1jax.sft.traces.TraceMix`, plus arithmetic drill documents (lists of correct two-number
+sums, as a real pretraining corpus has), so the model can add even though most traces in the
+corpus are sloppy. A byte-level BPE tokenizer is trained on it, a small decoder
 is pretrained on it with the SFT trainer, and the result is written as a Hugging Face directory
 (config.json, model.safetensors, tokenizer.json) that ships in the repository and loads with
 :func:`r1jax.models.load_hf`.
@@ -34,6 +36,8 @@ class CorpusConfig:
   max_difficulty: int = 3
   vocab_size: int = 512
   template: str = "r1_zero"
+  drill_documents: int = 10_000   # lists of correct sums "a + b = c." (loss on every token)
+  drill_facts: int = 16           # sums per drill document
   seed: int = 0
   mix: TraceMix = TraceMix()
 
@@ -41,6 +45,8 @@ class CorpusConfig:
     check_range("num_problems", self.num_problems, 1)
     check_range("max_difficulty", self.max_difficulty, 1, 5)
     check_range("vocab_size", self.vocab_size, 260)
+    check_range("drill_documents", self.drill_documents, 0)
+    check_range("drill_facts", self.drill_facts, 1)
     self.mix.validate()
 
 
@@ -57,17 +63,30 @@ def corpus(cfg: CorpusConfig) -> list[tuple[str, str]]:
   return out
 
 
+def drill(cfg: CorpusConfig) -> list[str]:
+  """Drill documents: correct sums over the ranges that step-by-step solutions meet."""
+  rng = random.Random(f"r1jax/base-drill/{cfg.seed}")
+  high = sums.TERM_MAX * (cfg.max_difficulty + sums.EXTRA_TERMS - 1)
+  return [" ".join(f"{a} + {b} = {a + b}." for a, b in
+                   ((rng.randint(1, high), rng.randint(1, sums.TERM_MAX))
+                    for _ in range(cfg.drill_facts))) for _ in range(cfg.drill_documents)]
+
+
 def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
           optim_cfg: OptimConfig, workdir: str, out_dir: str) -> str:
   """Makes the corpus and tokenizer, pretrains, and exports to `out_dir`; returns out_dir."""
   from r1jax.models.hf import save_hf  # the exporter; imported late to keep start-up light
   texts = corpus(corpus_cfg)
-  tokenizer = train_bpe((p + c for p, c in texts), corpus_cfg.vocab_size,
+  drills = drill(corpus_cfg)
+  tokenizer = train_bpe([p + c for p, c in texts] + drills, corpus_cfg.vocab_size,
                         os.path.join(workdir, "tokenizer"))
   model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
   # Prompts are tokenized exactly as the RL pipeline will feed them (BOS included).
   pairs = [(prompt_token_ids(p, tokenizer), tokenizer.encode(c) + [tokenizer.eos_id])
            for p, c in texts]
+  # A drill document is all target: its "prompt" is just the BOS (if the tokenizer has one).
+  pairs += [(prompt_token_ids("", tokenizer), tokenizer.encode(d) + [tokenizer.eos_id])
+            for d in drills]
   params = init(model_cfg, jax.random.key(sft_cfg.seed))
   params = train_sft(model_cfg, sft_cfg, optim_cfg, pairs, workdir, init_params=params)
   save_hf(model_cfg, jax.device_get(params), out_dir)
