@@ -18,10 +18,13 @@ from r1jax.models.config import ModelConfig
 from r1jax.rewards.config import RewardConfig
 from r1jax.rl.config import GRPOConfig, OptimConfig
 from r1jax.rollout.config import SamplingConfig
+from r1jax.pipeline_config import PipelineConfig
+from r1jax.rejection import RejectionConfig
+from r1jax.reward_model.config import PreferenceConfig, RewardModelConfig
 from r1jax.sft.base_model import CorpusConfig
 from r1jax.sft.train import SFTConfig
 
-JOBS = ("rl", "base_model")
+JOBS = ("rl", "base_model", "sft", "rejection", "reward_model", "evaluate", "pipeline")
 Schedule = tuple[tuple[int, float], ...]
 
 
@@ -94,6 +97,10 @@ class Experiment:
   eval: EvalConfig = EvalConfig()
   sft: SFTConfig = SFTConfig()
   corpus: CorpusConfig = CorpusConfig()
+  rejection: RejectionConfig = RejectionConfig()
+  reward_model: RewardModelConfig = RewardModelConfig()
+  preference: PreferenceConfig = PreferenceConfig()
+  pipeline: PipelineConfig = PipelineConfig()
 
   def validate(self):
     check_choice("job", self.job, JOBS)

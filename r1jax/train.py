@@ -31,6 +31,7 @@ from r1jax.data.pipeline import load_examples, make_batch, make_prompt_dataset
 from r1jax.evaluate import summarize
 from r1jax.metrics import MetricsWriter, progress, read_jsonl
 from r1jax.policy import load_policy
+from r1jax.reward_model.hook import PreferenceReward
 from r1jax.rewards.service import RewardService
 from r1jax.rl import schedule
 from r1jax.rl.advantages import rollout_metrics
@@ -85,6 +86,8 @@ class Trainer:
     self.eval_batch = make_batch(examples[:exp.eval.num_problems], self.tokenizer,
                                  template=exp.data.template, max_prompt_len=exp.data.max_prompt_len)
     self.rewards = RewardService(exp.rewards)
+    # RL stage 2: a reward model's score joins the rule rewards from preference.start_step on.
+    self.preference = PreferenceReward.from_config(exp.preference, self.tokenizer)
     self.ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=exp.loop.keep_checkpoints)
     self.writer = MetricsWriter(workdir)
     self.eval_writer = MetricsWriter(workdir, filename="eval.jsonl")
@@ -146,7 +149,9 @@ class Trainer:
                                   sampling, self.tokenizer, self.rewards)
     rollout_s = time.perf_counter() - start
     arrays = {k: v for k, v in scored.arrays.items()}
+    preference_info = self.preference.apply(arrays, self.step) if self.preference else {}
     info = rollout_metrics(arrays["rewards"], np.asarray(batch["data_type"]), g)
+    info.update(preference_info)
     info.update({"reward/timeouts": float(scored.rewards.timed_out.sum()),
                  "reward/crashes": float(scored.rewards.crashed.sum()),
                  "time/rollout_s": rollout_s, "time/reward_wait_s": scored.reward_wait_s})

@@ -64,8 +64,6 @@ def attend(q, k, v, mask, prefix=None):
   """
   b, t, h, dh = q.shape
   kv = k.shape[2]
-  if t == 1:
-    return _attend_one_query(q, k, v, mask, prefix)
   q = (q * (dh ** -0.5)).reshape(b, t, kv, h // kv, dh)
   scores = jnp.where(mask[:, None, None], _scores(q, k), NEG_INF)
   if prefix is not None:
@@ -86,39 +84,45 @@ def attend(q, k, v, mask, prefix=None):
   return out.reshape(b, t, h, dh)
 
 
-def _attend_one_query(q, k, v, mask, prefix=None):
-  """`attend` for one query per row (a decode step), reading the cache in its stored layout.
+def attend_step(q, k_new, v_new, k_cache, v_cache, cache_mask, prefix=None):
+  """`attend` for one new token per row (a decode step) against the cache as it was before it.
 
-  The grouped einsums of `attend` make XLA transpose every layer's whole [B, S, KV, Dh] cache to
-  [B, KV, S, Dh] on every step. Here each query head is widened to KV*Dh with zeros outside its
-  own group's slice (a block-diagonal query), so scores and outputs are plain batched matmuls over
-  the cache rows [S, KV*Dh]. That does KV times the multiply-adds, but a decode step's attention
-  is bound by reading the cache (about H/2 flops per byte), so the extra work is free and the
-  transposes are gone.
+  q, k_new, v_new: [B, 1, H or KV, Dh], the step's own query, key and value; k_cache, v_cache
+  [B, S, KV, Dh] with cache_mask [B, S] (True = a valid earlier slot); prefix as in `attend`.
+  Returns [B, 1, H, Dh], equal to `attend` over the cache with the new token written into it.
+
+  Two layout choices keep the step from copying the cache, which on CPU costs more than the
+  step's attention itself: the new token is attended to separately, so the cache update that the
+  caller writes is the cache's only writer (reading the updated cache made XLA duplicate the
+  update per consumer, each into a fresh copy); and each query head is widened to KV*Dh with
+  zeros outside its own group's slice (a block-diagonal query), so keys are read by an
+  elementwise multiply-reduce and values by a plain batched matmul in their stored layout, where
+  the grouped einsums of `attend` transpose the whole cache to [B, KV, S, Dh]. The zeros cost KV
+  times the multiply-adds, free here: the step is bound by reading the cache.
   """
   b, _, h, dh = q.shape
-  kv = k.shape[2]
-  width = kv * dh
+  kv = k_cache.shape[2]
   own = (jnp.arange(h) // (h // kv))[:, None] == jnp.arange(kv)[None, :]        # [H, KV]
-  wide = jnp.where(own[:, :, None], (q[:, 0] * (dh ** -0.5))[:, :, None, :], 0).reshape(b, h, width)
-  scores = jnp.einsum("bhe,bse->bhs", wide, k.reshape(b, -1, width),
-                      preferred_element_type=jnp.float32)
-  scores = jnp.where(mask[:, :1], scores, NEG_INF)                             # mask [B, 1, S]
+  wide = jnp.where(own[:, :, None], (q[:, 0] * (dh ** -0.5))[:, :, None, :], 0)  # [B, H, KV, Dh]
+  f32 = jnp.float32
+  scores = jnp.sum((k_cache[:, None] * wide[:, :, None]).astype(f32), axis=(3, 4))  # [B, H, S]
+  scores = jnp.where(cache_mask[:, None, :], scores, NEG_INF)
+  self_score = jnp.sum((k_new[:, 0, None] * wide).astype(f32), axis=(2, 3))[..., None]
+  parts = [scores, self_score]
   if prefix is not None:
     pk, pv, pmask = prefix
     bp, p_len = pk.shape[:2]
-    pscores = jnp.einsum("bqe,bpe->bqp", wide.reshape(bp, -1, width), pk.reshape(bp, p_len, width),
-                         preferred_element_type=jnp.float32)
-    pscores = jnp.where(pmask[:, None, :], pscores, NEG_INF).reshape(b, h, p_len)
-    scores = jnp.concatenate([pscores, scores], axis=-1)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    pscores = jnp.einsum("bqkd,bpkd->bqp", wide.reshape(bp, -1, kv, dh), pk,
+                         preferred_element_type=f32)
+    parts.insert(0, jnp.where(pmask[:, None, :], pscores, NEG_INF).reshape(b, h, p_len))
+  probs = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1).astype(v_cache.dtype)
+  s_len = k_cache.shape[1]
+  out = jnp.einsum("bhs,bskd->bhkd", probs[..., -1 - s_len:-1], v_cache)
+  out = out + probs[..., -1:, None] * v_new[:, 0, None]
   if prefix is not None:
-    out = jnp.einsum("bqp,bpe->bqe", probs[..., :p_len].reshape(bp, -1, p_len),
-                     pv.reshape(bp, p_len, width)).reshape(b, h, width)
-    out = out + jnp.einsum("bhs,bse->bhe", probs[..., p_len:], v.reshape(b, -1, width))
-  else:
-    out = jnp.einsum("bhs,bse->bhe", probs, v.reshape(b, -1, width))
-  out = jnp.sum(jnp.where(own[:, :, None], out.reshape(b, h, kv, dh), 0), axis=2)
+    out = out + jnp.einsum("bqp,bpkd->bqkd", probs[..., :p_len].reshape(bp, -1, p_len),
+                           pv).reshape(b, h, kv, dh)
+  out = jnp.sum(jnp.where(own[:, :, None], out, 0), axis=2)
   return out[:, None]
 
 

@@ -154,15 +154,21 @@ def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index
   dtype = cfg.dtype
   h = layers.rms_norm(x, p["attn_norm"], cfg.norm_eps)
   q, k, v = layers.project_qkv(p["attn"], h, positions, cfg.num_kv_heads, cfg.rope_theta, dtype)
-  if kv is not None:
-    ck, cv = kv
-    ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-    cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
-    kv = (ck, cv)
-    k, v = ck.astype(dtype), cv.astype(dtype)
   if prefix is not None:
     prefix = (prefix[0].astype(dtype), prefix[1].astype(dtype), prefix[2])
-  out = layers.attend(q, k, v, mask, prefix)
+  if kv is not None:
+    ck, cv = kv
+    k, v = k.astype(ck.dtype), v.astype(cv.dtype)
+    kv = (jax.lax.dynamic_update_slice(ck, k, (0, index, 0, 0)),
+          jax.lax.dynamic_update_slice(cv, v, (0, index, 0, 0)))
+    if k.shape[1] == 1:  # decode step: the cache as it was, plus this token
+      earlier = mask[:, 0] & (jnp.arange(ck.shape[1]) != index)
+      out = layers.attend_step(q, k.astype(dtype), v.astype(dtype), ck.astype(dtype),
+                               cv.astype(dtype), earlier, prefix)
+    else:
+      out = layers.attend(q, kv[0].astype(dtype), kv[1].astype(dtype), mask, prefix)
+  else:
+    out = layers.attend(q, k, v, mask, prefix)
   x = x + layers.output_projection(p["attn"], out, dtype)
   x = constrain(x, ("batch", "length", "act_embed"))
   h = layers.rms_norm(x, p["mlp_norm"], cfg.norm_eps)

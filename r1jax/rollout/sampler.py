@@ -107,23 +107,27 @@ def _rollout(model_cfg: ModelConfig, config: SamplingConfig, mesh, params, promp
 
   def step(state):
     t, token, cache = state[0], state[1], state[6]
-    logits, cache, _ = forward(model_cfg, layer_params, token[:, None], positions=(start + t - 1)[:, None],
-                               cache=cache, prefix=prompt_cache)
+    logits, cache, _ = forward(model_cfg, layer_params, token[:, None],
+                               positions=(start + t - 1)[:, None], cache=cache, prefix=prompt_cache)
     state = state[:6] + (cache,)
     return emit(state, *_next_token(config, logits[:, 0], row_keys, t))
 
   # Per-layer arrays inside the loop: no step slices weights or caches out of stacked arrays.
   layer_params, prompt_cache = unstack_layers(params), unstack_layers(prompt_cache)
   state = (jnp.int32(0), jnp.zeros((rows,), jnp.int32),
-           jnp.full((rows, budget), config.pad_id, jnp.int32), jnp.zeros((rows, budget), jnp.float32),
-           jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool),
+           jnp.full((rows, budget), config.pad_id, jnp.int32),
+           jnp.zeros((rows, budget), jnp.float32), jnp.zeros((rows,), jnp.int32),
+           jnp.zeros((rows,), bool),
            unstack_layers(init_cache(model_cfg, rows, budget, config.cache_dtype)))
   state = emit(state, *_next_token(config, last_logits, row_keys, 0))
   _, _, tokens, logprobs, lengths, done, _ = jax.lax.while_loop(keep_going, step, state)
   return Rollout(tokens=tokens, logprobs=logprobs, lengths=lengths, finished_eos=done)
 
 
-rollout_jit = jax.jit(_rollout, static_argnums=(0, 1, 2))
+# Region-based copy insertion lets XLA:CPU update the loop-carried KV caches in place; the default
+# analysis copies every layer's cache (twice) on every step, which costs more than the attention.
+rollout_jit = jax.jit(_rollout, static_argnums=(0, 1, 2),
+                      compiler_options={"xla_cpu_copy_insertion_use_region_analysis": True})
 
 
 def check_prompts(prompt_tokens, prompt_mask) -> None:

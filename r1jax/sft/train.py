@@ -20,7 +20,7 @@ import optax
 
 from r1jax import mesh as mesh_lib
 from r1jax.checkpoint import Checkpointer
-from r1jax.config import check_range
+from r1jax.config import ConfigError, check_choice, check_range
 from r1jax.metrics import MetricsWriter, progress
 from r1jax.models import ModelConfig, param_axes
 from r1jax.rl.config import OptimConfig
@@ -29,8 +29,15 @@ from r1jax.sft.loss import lm_loss
 from r1jax.sft.packing import pack
 
 
+COLD_START = "cold_start"
+COLD_START_STYLES = ("steps", "reflective")
+
+
 @dataclasses.dataclass(frozen=True)
 class SFTConfig:
+  """`data` lists trace JSONL files (rows with "prompt" and "completion", e.g. written by the
+  rejection job) and/or "cold_start": correct, readable traces generated for the data pipeline's
+  train prompts in `cold_start_style`. `evaluate` scores the result with the `eval` section."""
   steps: int = 1000
   batch_rows: int = 16
   row_len: int = 256
@@ -39,10 +46,18 @@ class SFTConfig:
   save_every: int = 500
   keep_checkpoints: int = 2
   seed: int = 0
+  data: tuple[str, ...] = (COLD_START,)
+  cold_start_style: str = "reflective"
+  max_examples: int = 0           # 0 = every example the sources give
+  evaluate: bool = False
 
   def validate(self):
     for key in ("steps", "batch_rows", "row_len", "log_every", "save_every", "keep_checkpoints"):
       check_range(key, getattr(self, key), 1)
+    if not self.data:
+      raise ConfigError("data", f"is empty; name trace JSONL files and/or {COLD_START!r}")
+    check_choice("cold_start_style", self.cold_start_style, COLD_START_STYLES)
+    check_range("max_examples", self.max_examples, 0)
 
 
 def _rows_for_step(packed, step: int, batch_rows: int, seed: int):

@@ -1,0 +1,6 @@
+"""Reward models for general (non-verifiable) data: a scalar head on the policy trunk.
+
+`model` (the scorer and its files), `preferences` (pairwise data, incl. the embedded synthetic
+set), `train` (Bradley-Terry training, the `reward_model` job), `hook` (adding its scores to the
+rewards of RL stage 2 for the last N steps), `config` (the two config sections).
+"""
