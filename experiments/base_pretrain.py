@@ -21,9 +21,9 @@ def get_config(arg: str = "") -> config_dict.ConfigDict:
                       head_dim=32, ffn_dim=384, max_seq_len=512))
   c.corpus.num_problems = 20_000
   c.corpus.vocab_size = 512
-  c.sft.update(dict(steps=1500, batch_rows=8, row_len=512, log_every=50, save_every=200))
-  c.optim.update(dict(lr=1e-3, warmup_steps=50, schedule="cosine", final_lr_fraction=0.1,
-                      total_steps=1500, weight_decay=0.01, grad_clip=1.0))
+  c.sft.update(dict(steps=1000, batch_rows=8, row_len=512, log_every=50, save_every=200))
+  c.optim.update(dict(lr=2e-3, warmup_steps=100, schedule="cosine", final_lr_fraction=0.1,
+                      total_steps=1000, weight_decay=0.01, grad_clip=1.0))
   # Sections the job does not read still have to validate together.
   c.rl.num_minibatches = 1
   return c

@@ -27,6 +27,10 @@ from r1jax.rollout.config import SamplingConfig
 from r1jax.rl.logprobs import completion_logprobs
 
 EXAMPLE_FIELDS = ("prompt", "data_type", "gold", "difficulty", "source_id")
+# Completion arrays are cut to the longest completion, rounded up to this many tokens: the
+# learner and the reference then skip the unused tail of the length budget, while the number of
+# distinct shapes (and so compilations) stays small.
+LENGTH_BUCKET = 32
 
 
 @dataclasses.dataclass
@@ -43,6 +47,19 @@ def decode_completions(tokenizer: Tokenizer, tokens, lengths, finished_eos) -> l
   for row, n, eos in zip(np.asarray(tokens), np.asarray(lengths), np.asarray(finished_eos)):
     out.append(tokenizer.decode(row[:n - 1] if eos and n > 0 else row[:n]))
   return out
+
+
+def used_length(lengths, budget: int) -> int:
+  """The longest completion rounded up to LENGTH_BUCKET, at most the budget."""
+  longest = int(np.max(lengths)) if np.size(lengths) else 1
+  return min(budget, -(-max(longest, 1) // LENGTH_BUCKET) * LENGTH_BUCKET)
+
+
+def _fit(x: np.ndarray, length: int, fill) -> np.ndarray:
+  """Cuts or pads axis 1 to `length`."""
+  if x.shape[1] >= length:
+    return x[:, :length]
+  return np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=fill)
 
 
 def examples_of(batch: Mapping[str, np.ndarray], rows: range) -> list[dict[str, Any]]:
@@ -65,6 +82,7 @@ def sample_and_score(model_cfg: ModelConfig, params, batch: Mapping[str, np.ndar
   for part, out in sample_chunks(model_cfg, params, batch["prompt_tokens"], batch["prompt_mask"],
                                  rng, sampling):
     out = jax.device_get(out)
+    out = dataclasses.replace(out, tokens=out.tokens[:, :used_length(out.lengths, sampling.max_new_tokens)])
     chunk_texts = decode_completions(tokenizer, out.tokens, out.lengths, out.finished_eos)
     examples = [e for e in examples_of(batch, range(part.start, part.stop)) for _ in range(g)]
     ticket = rewards.submit(chunk_texts, examples, ticket)
@@ -75,14 +93,16 @@ def sample_and_score(model_cfg: ModelConfig, params, batch: Mapping[str, np.ndar
   start = time.perf_counter()
   reward_batch = rewards.collect(ticket)
   wait = time.perf_counter() - start
-  tokens = np.concatenate([p.tokens for p in parts])
+  length = max(p.tokens.shape[1] for p in parts)
+  tokens = np.concatenate([_fit(p.tokens, length, sampling.pad_id) for p in parts])
   lengths = np.concatenate([p.lengths for p in parts])
   arrays = {
       "prompt_tokens": np.asarray(batch["prompt_tokens"]),
       "prompt_mask": np.asarray(batch["prompt_mask"]).astype(bool),
       "completion_tokens": tokens,
       "completion_mask": np.arange(tokens.shape[1])[None, :] < lengths[:, None],
-      "old_logprobs": np.concatenate([p.logprobs for p in parts]).astype(np.float32),
+      "old_logprobs": np.concatenate([_fit(p.logprobs, length, 0.0) for p in parts]
+                                     ).astype(np.float32),
       "truncated": ~np.concatenate([p.finished_eos for p in parts]),
       "rewards": reward_batch.reward,
   }
@@ -100,5 +120,7 @@ def collect_experience(model_cfg: ModelConfig, params, ref_params, batch, rng,
                                          sampling.temperature or 1.0))
 
   scored = sample_and_score(model_cfg, params, batch, rng, sampling, tokenizer, rewards, reference)
-  scored.arrays["ref_logprobs"] = np.concatenate([np.asarray(r) for r in ref_parts])
+  length = scored.arrays["completion_tokens"].shape[1]
+  scored.arrays["ref_logprobs"] = np.concatenate([_fit(np.asarray(r), length, 0.0)
+                                                  for r in ref_parts])
   return scored

@@ -48,28 +48,36 @@ def direct(rng: random.Random, terms: list[int], mix: TraceMix) -> str:
   return _finish("I add them all at once.", guess)
 
 
+def _expression(values: list[int]) -> str:
+  return " + ".join(map(str, values))
+
+
+# Step-by-step solutions rewrite the whole remaining sum at each step ("8 + 2 + 1 = 10 + 1"), so
+# the next term is always copied from the line just written, never looked up in the prompt.
 def steps(rng: random.Random, terms: list[int], mix: TraceMix) -> str:
-  acc, lines = terms[0], []
-  for term in terms[1:]:
-    result = acc + term
+  rest, lines = list(terms), [_expression(terms)]
+  while len(rest) > 1:
+    result = rest[0] + rest[1]
     if rng.random() < mix.step_slip:
       result = _slip(rng, result)
-    lines.append(f"{acc} + {term} = {result}.")
-    acc = result
-  return _finish(" ".join(lines), acc)
+    rest = [result] + rest[2:]
+    lines.append(_expression(rest))
+  return _finish(" = ".join(lines) + ".", rest[0])
 
 
 def reflective(rng: random.Random, terms: list[int], mix: TraceMix) -> str:
-  acc, lines = terms[0], []
-  for term in terms[1:]:
-    right = acc + term
+  rest, lines = list(terms), [f"{_expression(terms)}."]
+  while len(rest) > 1:
+    a, b = rest[0], rest[1]
     if rng.random() < mix.reflective_slip:
-      lines.append(f"{acc} + {term} = {_slip(rng, right)}. wait, that is a mistake. "
-                   f"let me check: {acc} + {term} = {right}.")
+      wrong = [_slip(rng, a + b)] + rest[2:]
+      lines.append(f"{_expression(rest)} = {_expression(wrong)}. wait, that is a mistake. "
+                   f"let me check: {a} + {b} = {a + b}.")
     else:
-      lines.append(f"{acc} + {term} = {right}. let me verify: {acc} + {term} = {right}.")
-    acc = right
-  return _finish(" ".join(lines), acc)
+      lines.append(f"let me verify: {a} + {b} = {a + b}.")
+    rest = [a + b] + rest[2:]
+    lines.append(f"{_expression(rest)}." if len(rest) > 1 else f"so the sum is {rest[0]}.")
+  return _finish(" ".join(lines), rest[0])
 
 
 def sample_trace(rng: random.Random, terms: list[int], mix: TraceMix) -> tuple[str, str]:
