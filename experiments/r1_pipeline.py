@@ -63,9 +63,9 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c.job = "pipeline"
   if variant in ("tiny", "smoke"):
     tiny(c)
-    c.sft.update(dict(batch_rows=8, row_len=256, log_every=10, save_every=50))
+    c.sft.update(dict(batch_rows=8, row_len=384, log_every=10, save_every=50))
     c.rejection.prompts_per_batch = 8
-    c.reward_model.update(dict(num_pairs=384, batch_pairs=16, max_len=256))
+    c.reward_model.update(dict(num_pairs=384, batch_pairs=16, max_len=384))
     if variant == "tiny":
       c.pipeline.order, c.pipeline.stages = stages(
           cold_start_steps=100, cold_start_lr=1e-4, rl1_steps=40, rl2_steps=40,

@@ -45,7 +45,7 @@ def tiny(c: config_dict.ConfigDict) -> None:
   c.data.num_epochs = 10.0
   c.data.read_threads = 1
   c.rollout.num_samples = 16
-  c.rollout.max_new_tokens = 128
+  c.rollout.max_new_tokens = 192
   c.rollout.prompts_per_chunk = 4
   c.rl.num_generations = 16
   c.rl.num_minibatches = 1

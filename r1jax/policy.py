@@ -15,6 +15,7 @@ import jax
 
 from r1jax.data.tokenizers import Tokenizer, load_tokenizer
 from r1jax.models import ModelConfig, init, load_hf
+from r1jax.rollout.config import SamplingConfig
 
 BUILTIN = {"builtin:demo": os.path.join(os.path.dirname(__file__), "assets", "demo_base_model")}
 
@@ -49,3 +50,14 @@ def load_policy(base_model: str, model_cfg: ModelConfig, tokenizer_spec: str, se
     raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but model.vocab_size is "
                      f"{model_cfg.vocab_size}")
   return model_cfg, params, tokenizer
+
+
+def sampling_for(rollout: SamplingConfig, tokenizer: Tokenizer, *, num_samples: int = 0,
+                 temperature: float | None = None, max_new_tokens: int = 0) -> SamplingConfig:
+  """The rollout config completed with the tokenizer's EOS / pad ids; non-zero arguments
+  override the rollout's own values (evaluation and rejection sampling use their own k, T, L)."""
+  return dataclasses.replace(
+      rollout, num_samples=num_samples or rollout.num_samples,
+      temperature=rollout.temperature if temperature is None else temperature,
+      max_new_tokens=max_new_tokens or rollout.max_new_tokens,
+      eos_ids=rollout.eos_ids or tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id)

@@ -7,7 +7,6 @@ same eval section), plus per-difficulty tables: `summarize` over each difficulty
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any
@@ -19,7 +18,7 @@ from r1jax.data.pipeline import load_examples, make_batch
 from r1jax.data.tokenizers import Tokenizer
 from r1jax.evaluate import summarize
 from r1jax.models import ModelConfig
-from r1jax.policy import load_policy
+from r1jax.policy import load_policy, sampling_for
 from r1jax.rewards.service import RewardService
 from r1jax.rl.experience import Scored, sample_and_score
 
@@ -46,10 +45,8 @@ def evaluate_policy(exp, model_cfg: ModelConfig, params, tokenizer: Tokenizer, *
   examples = load_examples(exp.data, cfg.split, tokenizer=tokenizer)[:cfg.num_problems]
   batch = make_batch(examples, tokenizer, template=exp.data.template,
                      max_prompt_len=exp.data.max_prompt_len)
-  sampling = dataclasses.replace(
-      exp.rollout, num_samples=cfg.num_samples, temperature=cfg.temperature,
-      max_new_tokens=cfg.max_new_tokens or exp.rollout.max_new_tokens,
-      eos_ids=exp.rollout.eos_ids or tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id)
+  sampling = sampling_for(exp.rollout, tokenizer, num_samples=cfg.num_samples,
+                          temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
   mesh = mesh_lib.make_mesh(exp.mesh)
   rewards = RewardService(exp.rewards)
   try:

@@ -25,7 +25,7 @@ from absl import logging
 from r1jax import mesh as mesh_lib
 from r1jax.config import check_choice, check_range
 from r1jax.data.pipeline import load_examples, make_batch
-from r1jax.policy import load_policy
+from r1jax.policy import load_policy, sampling_for
 from r1jax.rewards import fmt, language
 from r1jax.rewards.service import RewardService
 from r1jax.rl.experience import sample_and_score
@@ -132,10 +132,8 @@ def run(exp, workdir: str) -> dict[str, Any]:
   model_cfg, params, tokenizer = load_policy(exp.base_model, exp.model, exp.tokenizer, cfg.seed)
   examples = load_examples(exp.data, cfg.split, tokenizer=tokenizer)
   examples = examples[:cfg.num_problems] if cfg.num_problems else examples
-  sampling = dataclasses.replace(
-      exp.rollout, num_samples=cfg.num_samples, temperature=cfg.temperature,
-      max_new_tokens=cfg.max_new_tokens or exp.rollout.max_new_tokens,
-      eos_ids=exp.rollout.eos_ids or tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id)
+  sampling = sampling_for(exp.rollout, tokenizer, num_samples=cfg.num_samples,
+                          temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
   mesh = mesh_lib.make_mesh(exp.mesh)
   rewards = RewardService(exp.rewards)
   texts, accuracy = [], []

@@ -30,7 +30,8 @@ from r1jax.checkpoint import Checkpointer, abstract_like
 from r1jax.data.pipeline import load_examples, make_batch, make_prompt_dataset
 from r1jax.evaluate import summarize
 from r1jax.metrics import MetricsWriter, progress, read_jsonl
-from r1jax.policy import load_policy
+from r1jax.policy import load_policy, sampling_for
+from r1jax.policy_eval import scored_samples
 from r1jax.reward_model.hook import PreferenceReward
 from r1jax.rewards.service import RewardService
 from r1jax.rl import schedule
@@ -72,9 +73,7 @@ class Trainer:
     self.mesh = mesh_lib.make_mesh(exp.mesh)
     self.model_cfg, params, self.tokenizer = load_policy(exp.base_model, exp.model, exp.tokenizer,
                                                          exp.loop.seed)
-    self.sampling = dataclasses.replace(
-        exp.rollout, eos_ids=exp.rollout.eos_ids or tuple(self.tokenizer.eos_ids),
-        pad_id=self.tokenizer.pad_id)
+    self.sampling = sampling_for(exp.rollout, self.tokenizer)
     self.state = _state_from_params(self.model_cfg, exp.optim, params, self.mesh, self.rules)
     self.ref_params = schedule.copy_params(self.state.params)
     self._train_steps: dict[float, Any] = {}
@@ -191,20 +190,15 @@ class Trainer:
 
   def evaluate(self) -> dict[str, float]:
     cfg = self.exp.eval
-    sampling = dataclasses.replace(
-        self._sampling_now(), num_samples=cfg.num_samples, temperature=cfg.temperature,
-        max_new_tokens=cfg.max_new_tokens or self._sampling_now().max_new_tokens)
+    now = self._sampling_now()
+    sampling = dataclasses.replace(now, num_samples=cfg.num_samples, temperature=cfg.temperature,
+                                   max_new_tokens=cfg.max_new_tokens or now.max_new_tokens)
     rng = jax.random.fold_in(jax.random.fold_in(self.seed_key, 1 << 30), self.step)
     with mesh_lib.use_mesh(self.mesh, self.rules):
       scored = sample_and_score(self.model_cfg, self.state.params, self.eval_batch, rng, sampling,
                                 self.tokenizer, self.rewards)
     k = cfg.num_samples
-    lengths = scored.arrays["completion_mask"].sum(1)
-    samples = [{"problem": i // k, "completion": text,
-                "correct": scored.rewards.components["accuracy"][i] >= 1.0,
-                "length": int(lengths[i]), "data_type": self.eval_batch["data_type"][i // k],
-                "difficulty": int(self.eval_batch["difficulty"][i // k])}
-               for i, text in enumerate(scored.texts)]
+    samples = scored_samples(scored, self.eval_batch, k)
     metrics = summarize(samples, k, cfg.pass_at)
     metrics["cons@k"] = metrics[f"cons@{k}"]
     self.eval_writer.write(self.step, metrics)

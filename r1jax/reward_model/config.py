@@ -19,7 +19,7 @@ class RewardModelConfig:
   heldout_fraction: float = 0.25  # pairs kept out of training to measure pairwise accuracy
   steps: int = 200
   batch_pairs: int = 16
-  max_len: int = 256              # tokens of prompt + response; longer pairs are an error
+  max_len: int = 384              # tokens of prompt + response; longer pairs are an error
   log_every: int = 20
   seed: int = 0
 

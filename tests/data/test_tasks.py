@@ -6,6 +6,7 @@ import pytest
 from r1jax.data import tasks
 from r1jax.data.schema import DATA_TYPES, FIELDS, DataError
 from r1jax.data.tasks import math as math_tasks
+from r1jax.data.tasks import sums
 
 
 @pytest.mark.parametrize("data_type", DATA_TYPES)
@@ -82,6 +83,6 @@ def test_kinds_restrict_the_generators():
   assert names == ("arithmetic", "linear", "countdown", "chain_sum")
   for e in tasks.generate("math", 2, "train", 10, seed=0, kinds=("chain_sum",)):
     terms = e["prompt"].removeprefix("Compute ").split(" + ")
-    assert len(terms) == 3 and sum(map(int, terms)) == int(e["gold"])
+    assert len(terms) == 2 + sums.EXTRA_TERMS and sum(map(int, terms)) == int(e["gold"])
   with pytest.raises(ValueError, match="chain_sum"):
     tasks.generate("code", 1, "train", 1, seed=0, kinds=("chain_sum",))

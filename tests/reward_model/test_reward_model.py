@@ -15,7 +15,7 @@ from r1jax.rl.config import OptimConfig
 
 TOK = CharTokenizer()
 CFG = ModelConfig(vocab_size=TOK.vocab_size, dim=32, num_layers=2, num_heads=2, num_kv_heads=1,
-                  head_dim=16, ffn_dim=64, max_seq_len=320)
+                  head_dim=16, ffn_dim=64, max_seq_len=512)
 
 
 def _encode(pairs):
@@ -23,7 +23,7 @@ def _encode(pairs):
   out = {}
   for side in ("chosen", "rejected"):
     seqs = [TOK.encode(p["prompt"] + p[side]) + [TOK.eos_id] for p in pairs]
-    out[f"{side}_tokens"], out[f"{side}_lengths"] = rm.right_padded(seqs, 320, TOK.pad_id)
+    out[f"{side}_tokens"], out[f"{side}_lengths"] = rm.right_padded(seqs, 512, TOK.pad_id)
   return out
 
 
