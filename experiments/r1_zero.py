@@ -102,6 +102,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
     if variant == "smoke":
       c.data.procedural_sizes = (100, 20, 20)
       c.rollout.max_new_tokens = 48
+      c.rl.num_minibatches = 1
       c.loop.steps = c.optim.total_steps = 3
       c.loop.eval_every = c.loop.save_every = 2
       c.eval.num_problems = 4
