@@ -2,8 +2,8 @@
 
 The corpus is chained-sum problems from the train split only (eval and test problems are never
 seen) under the R1-Zero template, each followed by one solution trace drawn from
-:class:`~r1jax.sft.traces.TraceMix`, plus arithmetic drill documents (correct step-by-step sums, as a
-real pretraining corpus has), so the model can add even though most traces in the
+:class:`~r1jax.sft.traces.TraceMix`, plus arithmetic drill documents (lists of correct two-number
+sums, as a real pretraining corpus has), so the model can add even though most traces in the
 corpus are sloppy. A byte-level BPE tokenizer is trained on it, a small decoder
 is pretrained on it with the SFT trainer, and the result is written as a Hugging Face directory
 (config.json, model.safetensors, tokenizer.json) that ships in the repository and loads with
@@ -26,7 +26,7 @@ from r1jax.data.tasks.splits import split_of
 from r1jax.data.tokenizers import train_bpe
 from r1jax.models import ModelConfig, init
 from r1jax.rl.config import OptimConfig
-from r1jax.sft.traces import TraceMix, sample_trace, steps
+from r1jax.sft.traces import TraceMix, sample_trace
 from r1jax.sft.train import SFTConfig, train_sft
 
 
@@ -36,8 +36,8 @@ class CorpusConfig:
   max_difficulty: int = 3
   vocab_size: int = 512
   template: str = "r1_zero"
-  drill_documents: int = 10_000   # correct step-by-step chained sums (loss on every token)
-  drill_facts: int = 6            # chained sums per drill document
+  drill_documents: int = 10_000   # lists of correct sums "a + b = c." (loss on every token)
+  drill_facts: int = 16           # sums per drill document
   seed: int = 0
   mix: TraceMix = TraceMix()
 
@@ -64,15 +64,12 @@ def corpus(cfg: CorpusConfig) -> list[tuple[str, str]]:
 
 
 def drill(cfg: CorpusConfig) -> list[str]:
-  """Drill documents: correct chained sums written out step by step (the rewrite form of the
-  traces), which teach both the additions and copying the rest of the sum forward."""
+  """Drill documents: correct sums over the ranges that step-by-step solutions meet."""
   rng = random.Random(f"r1jax/base-drill/{cfg.seed}")
-  no_slips = TraceMix(step_slip=0.0)
-  def chain():
-    prompt, _ = sums.chain_sum(rng, rng.randint(1, cfg.max_difficulty))
-    work = steps(rng, sums.terms_of(prompt), no_slips).split("<think> ")[1].split(" </think>")[0]
-    return f"{prompt}. {work}"
-  return [" ".join(chain() for _ in range(cfg.drill_facts)) for _ in range(cfg.drill_documents)]
+  high = sums.TERM_MAX * (cfg.max_difficulty + sums.EXTRA_TERMS - 1)
+  return [" ".join(f"{a} + {b} = {a + b}." for a, b in
+                   ((rng.randint(1, high), rng.randint(1, sums.TERM_MAX))
+                    for _ in range(cfg.drill_facts))) for _ in range(cfg.drill_documents)]
 
 
 def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
