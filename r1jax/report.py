@@ -21,25 +21,24 @@ from absl import app, flags  # noqa: E402
 from r1jax.metrics import read_jsonl  # noqa: E402
 
 PLOTS = (
-    ("accuracy.png", "Accuracy on held-out problems", ("pass@1", "cons@")),
+    ("accuracy.png", "Accuracy on held-out problems", ("pass@1", "cons@k")),
     ("response_length.png", "Mean response length (tokens)", ("response_length",)),
     ("reflection.png", "Reflective words per response", ("reflective_words_per_response",)),
 )
 
 
-def _series(records, key_prefix):
-  keys = sorted({k for r in records for k in r if k.startswith(key_prefix) and "/" not in k})
-  return {k: ([r["step"] for r in records if k in r], [r[k] for r in records if k in r]) for k in keys}
+def _series(records, key):
+  return {key: ([r["step"] for r in records if key in r], [r[key] for r in records if key in r])}
 
 
 def plot(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
   paths = []
-  for filename, title, prefixes in PLOTS:
+  for filename, title, keys in PLOTS:
     fig, ax = plt.subplots(figsize=(6, 4))
     for run_name, records in runs.items():
       style = "-" if run_name == "run" else "--"
-      for prefix in prefixes:
-        for key, (steps, values) in _series(records, prefix).items():
+      for name in keys:
+        for key, (steps, values) in _series(records, name).items():
           ax.plot(steps, values, style, marker="o", ms=3, label=f"{key} ({run_name})")
     ax.set_xlabel("step")
     ax.set_title(title)
