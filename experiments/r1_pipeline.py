@@ -75,6 +75,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
     else:
       c.data.procedural_sizes = (60, 8, 8)
       c.data.questions_per_step = 2
+      c.rl.num_minibatches = 1            # one optimizer step per rollout keeps step counts exact
       c.rollout.num_samples = c.rl.num_generations = 4
       c.rollout.max_new_tokens = 40
       c.rollout.prompts_per_chunk = 2

@@ -111,10 +111,6 @@ class Experiment:
       raise ConfigError("rl.temperature", f"got {self.rl.temperature}; must equal "
                         f"rollout.temperature={self.rollout.temperature}: the learner's log-probs "
                         "must be of the distribution the sampler drew from")
-    per_rollout = self.rl.num_minibatches * self.rl.inner_epochs
-    if self.job == "rl" and self.loop.steps % per_rollout:
-      raise ConfigError("loop.steps", f"got {self.loop.steps}; one rollout makes rl.num_minibatches x "
-                        f"rl.inner_epochs = {per_rollout} optimizer steps, so it must be a multiple")
     questions = self.data.questions_per_step
     if questions % self.rl.num_minibatches:
       raise ConfigError("rl.num_minibatches", f"got {self.rl.num_minibatches}; must divide "

@@ -168,6 +168,8 @@ class Trainer:
     start = time.perf_counter()
     pending = []
     for minibatch in schedule.minibatches(learner, exp.rl, seed=exp.loop.seed + self.rollouts):
+      if self.step >= exp.loop.steps:   # the last rollout may hold more minibatches than are due
+        break
       self.state, metrics = train_step(self.state, minibatch)   # dispatched, not yet read
       pending.append(metrics)
       self.step += 1

@@ -21,7 +21,8 @@ MID = {"vocab_size": 32000, "dim": 768, "num_layers": 12, "num_heads": 12, "num_
        "head_dim": 64, "ffn_dim": 2048, "qkv_bias": True, "max_seq_len": 4096, "remat": "full",
        "compute_dtype": "bfloat16"}
 MID_FLAGS = [f"--config.model.{k}={v}" for k, v in MID.items()] + [
-    "--config.rollout.max_new_tokens=1024", "--config.data.max_prompt_len=256"]
+    "--config.rollout.max_new_tokens=1024", "--config.data.max_prompt_len=256",
+    "--config.rl.num_minibatches=1"]
 
 
 @pytest.fixture(scope="module")
