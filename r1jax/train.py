@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -51,7 +52,7 @@ def _state_from_params(model_cfg, optim_cfg, params, mesh, rules) -> TrainState:
   """A train state around given (e.g. pretrained) params, created in its shardings."""
   shardings = state_shardings(model_cfg, optim_cfg, mesh, rules)
   tx = make_optimizer(optim_cfg, params)
-  make = jax.jit(lambda p: TrainState(p, tx.init(p), jax.numpy.zeros((), jax.numpy.int32)),
+  make = jax.jit(lambda p: TrainState(p, tx.init(p), jnp.zeros((), jnp.int32)),
                  out_shardings=shardings)
   with mesh_lib.use_mesh(mesh, rules):
     return make(jax.device_put(params, shardings.params))
@@ -147,7 +148,7 @@ class Trainer:
       scored = collect_experience(self.model_cfg, self.state.params, self.ref_params, batch, rng,
                                   sampling, self.tokenizer, self.rewards)
     rollout_s = time.perf_counter() - start
-    arrays = {k: v for k, v in scored.arrays.items()}
+    arrays = scored.arrays
     preference_info = self.preference.apply(arrays, self.step) if self.preference else {}
     info = rollout_metrics(arrays["rewards"], np.asarray(batch["data_type"]), g)
     info.update(preference_info)
@@ -163,7 +164,7 @@ class Trainer:
                       self.rollouts)
       return [info]
     prepared = schedule.take_groups(prepared, np.arange(usable), g)
-    learner = {k: v for k, v in prepared.items() if k not in ("rewards",)}
+    learner = {k: v for k, v in prepared.items() if k != "rewards"}
     train_step = self._train_step(sampling.temperature)
     start = time.perf_counter()
     pending = []

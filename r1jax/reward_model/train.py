@@ -25,6 +25,7 @@ from r1jax.policy import load_policy, resolve
 from r1jax.reward_model import model as rm
 from r1jax.reward_model.preferences import read_pairs, synthetic_pairs
 from r1jax.rl.optim import make_optimizer
+from r1jax.sft.train import epoch_batch
 
 
 def bradley_terry_loss(chosen_scores, rejected_scores):
@@ -76,9 +77,7 @@ def train_reward_model(model_cfg, cfg, optim_cfg, params, train: dict[str, np.nd
   n = len(train["chosen_lengths"])
   losses = []
   for i in range(cfg.steps):
-    epoch, pos = divmod(i * cfg.batch_pairs, n)
-    order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-    idx = np.take(order, np.arange(pos, pos + cfg.batch_pairs), mode="wrap")
+    idx = epoch_batch(n, i, cfg.batch_pairs, cfg.seed)
     params, opt_state, loss = step(params, opt_state, {k: v[idx] for k, v in train.items()})
     if (i + 1) % cfg.log_every == 0 or i + 1 == cfg.steps:
       losses.append(float(loss))

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from r1jax import mesh as mesh_lib
-from r1jax.checkpoint import Checkpointer
+from r1jax.checkpoint import Checkpointer, abstract_like
 from r1jax.config import ConfigError, check_choice, check_range
 from r1jax.metrics import MetricsWriter, progress
 from r1jax.models import ModelConfig, param_axes
@@ -60,14 +60,12 @@ class SFTConfig:
     check_range("max_examples", self.max_examples, 0)
 
 
-def _rows_for_step(packed, step: int, batch_rows: int, seed: int):
-  """Rows of one step: epochs over a per-epoch seeded permutation, so resume is exact."""
-  n = packed["tokens"].shape[0]
-  idx = []
-  for k in range(step * batch_rows, (step + 1) * batch_rows):
-    epoch, pos = divmod(k, n)
-    idx.append(np.random.default_rng([seed, epoch]).permutation(n)[pos])
-  return {name: v[np.array(idx)] for name, v in packed.items()}
+def epoch_batch(n: int, step: int, batch_size: int, seed: int) -> np.ndarray:
+  """Item indices of batch `step` when each epoch visits all n items in a seeded order (a batch
+  may straddle two epochs). A pure function of the step, so a resumed run sees the same batches."""
+  epochs, positions = np.divmod(np.arange(step * batch_size, (step + 1) * batch_size), n)
+  orders = {e: np.random.default_rng([seed, e]).permutation(n) for e in np.unique(epochs)}
+  return np.array([orders[e][p] for e, p in zip(epochs, positions)])
 
 
 def train_sft(model_cfg: ModelConfig, sft_cfg: SFTConfig, optim_cfg: OptimConfig,
@@ -97,15 +95,15 @@ def train_sft(model_cfg: ModelConfig, sft_cfg: SFTConfig, optim_cfg: OptimConfig
   start = 0
   if ckpt.latest_step() is not None:
     start = ckpt.latest_step()
-    state, _, _ = ckpt.restore(start, jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+    state, _, _ = ckpt.restore(start, abstract_like(state))
     logging.info("resumed SFT from step %d", start)
   writer = MetricsWriter(workdir)
   with mesh_lib.use_mesh(mesh, rules):
     jitted = jax.jit(step_fn, donate_argnums=0)
     bar = progress(sft_cfg.steps, start, "sft")
     for step in range(start, sft_cfg.steps):
-      batch = _rows_for_step(packed, step, sft_cfg.batch_rows, sft_cfg.seed)
+      rows = epoch_batch(packed["tokens"].shape[0], step, sft_cfg.batch_rows, sft_cfg.seed)
+      batch = {name: v[rows] for name, v in packed.items()}
       state, metrics = jitted(state, batch)
       bar.update(1)
       if (step + 1) % sft_cfg.log_every == 0 or step + 1 == sft_cfg.steps:
