@@ -30,12 +30,14 @@ demo: install
 	$(PY) -m r1jax.main --config=$(DEMO_CONFIG):tiny_control --workdir=runs/demo-control
 	$(PY) -m r1jax.report --workdir=runs/demo --control=runs/demo-control
 
-# Regenerates the shipped base model (r1jax/assets/demo_base_model) from generated text.
+# Regenerates the shipped base model (r1jax/assets/demo_base_model) from generated text, about an
+# hour on 2 cores; rerunning resumes. Ships only if the model card's gate passes.
+BASE_WORKDIR ?= runs/base-model
 base-model: install
-	rm -rf runs/base-model
-	$(PY) -m r1jax.main --config=experiments/base_pretrain.py --workdir=runs/base-model
+	$(PY) -m r1jax.main --config=experiments/base_pretrain.py --workdir=$(BASE_WORKDIR)
+	$(PY) -m r1jax.sft.model_card $(BASE_WORKDIR)/export
 	rm -rf r1jax/assets/demo_base_model
-	cp -r runs/base-model/export r1jax/assets/demo_base_model
+	cp -r $(BASE_WORKDIR)/export r1jax/assets/demo_base_model
 
 # The paper's small-scale ablations in shape (docs/ablations.md): distillation vs RL on a small
 # student, and the RL gain against base size. Re-running skips the stages already done.

@@ -17,13 +17,14 @@ import os
 import random
 
 import jax
+from absl import logging
 
 from r1jax.config import check_range
 from r1jax.data import templates
 from r1jax.data.tasks import sums
 from r1jax.data.pipeline import prompt_token_ids
 from r1jax.data.tasks.splits import split_of
-from r1jax.data.tokenizers import train_bpe
+from r1jax.data.tokenizers import load_tokenizer, train_bpe
 from r1jax.models import ModelConfig, init
 from r1jax.rl.config import OptimConfig
 from r1jax.sft.traces import TraceMix, sample_trace
@@ -78,8 +79,10 @@ def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
   from r1jax.models.hf import save_hf  # the exporter; imported late to keep start-up light
   texts = corpus(corpus_cfg)
   drills = drill(corpus_cfg)
-  tokenizer = train_bpe([p + c for p, c in texts] + drills, corpus_cfg.vocab_size,
-                        os.path.join(workdir, "tokenizer"))
+  tokenizer_dir = os.path.join(workdir, "tokenizer")
+  # A resumed run keeps the tokenizer its checkpoints were trained with.
+  tokenizer = (load_tokenizer(tokenizer_dir) if os.path.exists(tokenizer_dir) else
+               train_bpe([p + c for p, c in texts] + drills, corpus_cfg.vocab_size, tokenizer_dir))
   model_cfg = dataclasses.replace(model_cfg, vocab_size=tokenizer.vocab_size)
   # Prompts are tokenized exactly as the RL pipeline will feed them (BOS included).
   pairs = [(prompt_token_ids(p, tokenizer), tokenizer.encode(c) + [tokenizer.eos_id])
@@ -98,5 +101,14 @@ def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
 
 
 def build_from_experiment(exp, workdir: str) -> str:
-  """The `base_model` job: writes the Hugging Face directory to <workdir>/export."""
-  return build(exp.model, exp.corpus, exp.sft, exp.optim, workdir, os.path.join(workdir, "export"))
+  """The `base_model` job: writes the Hugging Face directory and its card to <workdir>/export."""
+  from r1jax.models.hf import load_hf
+  from r1jax.sft import model_card
+  out_dir = build(exp.model, exp.corpus, exp.sft, exp.optim, workdir,
+                  os.path.join(workdir, "export"))
+  model_cfg, params = load_hf(out_dir)
+  card = model_card.make_card(exp, model_cfg, params, load_tokenizer(out_dir), workdir)
+  model_card.write_card(card, out_dir)
+  logging.info("model card (gate %s):\n%s", "passed" if card["gate"]["passed"] else "FAILED",
+               model_card.card_markdown(card))
+  return out_dir
