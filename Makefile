@@ -16,6 +16,8 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Every test, the end-to-end ones marked `slow` included. The fast subset while developing:
+#   make test PYTEST_ARGS='-n 2 -m "not slow"'
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 

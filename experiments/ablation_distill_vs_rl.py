@@ -6,9 +6,9 @@ runs the stages below as a pipeline and writes DIR/report.md (the table in the p
 pass@1 and cons@k per task, here per difficulty level) and DIR/distill_vs_rl.png.
 
 Variants:
-  tiny       the teacher is the shipped demo model after cold-start SFT and RL (made here, like
-             R1), the student a smaller base pretrained here with the base_model job; about 15
-             minutes on 2 CPU cores
+  tiny       the teacher is the shipped demo model after the demo's RL recipe (made here), the
+             student a smaller base pretrained here with the base_model job; each student arm
+             (RL, distillation, and the base's own evaluation) runs with 3 seeds
   qwen-1.5b, qwen-7b, qwen-14b, qwen-32b, llama-8b, llama-70b
              the real scale: the teacher is DeepSeek-R1 (--config.pipeline.stages.
              teacher_rejection.set.base_model=DIR), the student the named base
@@ -21,8 +21,7 @@ import dataclasses
 
 from ml_collections import config_dict
 
-from r1jax.experiment import Experiment
-from r1jax.experiment_files import sibling
+from r1jax.experiment import Experiment, sibling
 
 # R1_REFERENCE.md, "Distillation" (recalled values): initial learning rate per student.
 DISTILL_LR = {"qwen-1.5b": 1e-4, "qwen-7b": 8e-5, "qwen-14b": 7e-5, "qwen-32b": 6e-5,
@@ -33,58 +32,60 @@ DISTILL_SAMPLES, DISTILL_EPOCHS, DISTILL_BATCH = 800_000, 2, 64
 
 
 r1_zero = sibling(__file__, "r1_zero")
+SEEDS = (0, 1, 2)   # each student arm is repeated; the report shows mean ± sd (<arm>_s<seed>)
 
 # A student well below the demo model (128 wide, 4 layers) that the base_model job can make fast.
 TINY_STUDENT = dict(model=dict(vocab_size=512, dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
                                head_dim=16, ffn_dim=192, max_seq_len=512),
-                    corpus=dict(num_problems=4000, vocab_size=512),
-                    sft=dict(steps=300, batch_rows=8, row_len=256, log_every=50, save_every=300),
+                    corpus=dict(num_problems=8000, vocab_size=512),
+                    sft=dict(steps=600, batch_rows=8, row_len=256, log_every=50, save_every=600),
                     optim=dict(lr=2e-3, warmup_steps=20, schedule="cosine", final_lr_fraction=0.1,
-                               total_steps=300, weight_decay=0.01))
+                               total_steps=600, weight_decay=0.01))
 
 
-def _rl(base, steps, lr):
-  return {"job": "rl", "set": {"base_model": base, "loop": {"steps": steps},
+def _rl(base, steps, lr, seed=0):
+  return {"job": "rl", "set": {"base_model": base, "loop": {"steps": steps, "seed": seed},
                                "optim": {"lr": lr, "total_steps": steps}}}
 
 
-def _sft(base, data, steps, lr, **sft):
+def _sft(base, data, steps, lr, seed=0, **sft):
   return {"job": "sft", "set": {
-      "base_model": base, "sft": {"steps": steps, "data": data, **sft},
+      "base_model": base, "sft": {"steps": steps, "data": data, "seed": seed, **sft},
       "optim": {"lr": lr, "schedule": "cosine", "final_lr_fraction": 0.1, "total_steps": steps,
                 "warmup_steps": max(1, steps // 20)}}}
 
 
-def _eval(base):
-  return {"job": "evaluate", "set": {"base_model": base}}
+def _eval(base, seed=0):
+  return {"job": "evaluate", "set": {"base_model": base, "loop": {"seed": seed}}}
 
 
 def tiny(c: config_dict.ConfigDict) -> None:
   r1_zero.tiny(c)
-  c.rollout.update(dict(num_samples=8, max_new_tokens=96, prompts_per_chunk=8))
+  c.rollout.update(dict(max_new_tokens=256, prompts_per_chunk=8))
   c.rl.num_generations = 8
   c.loop.update(dict(eval_every=0, save_every=10))
   c.eval.update(dict(num_problems=32, num_samples=8, pass_at=(1, 8)))
-  c.rejection.update(dict(num_samples=8, num_problems=96, prompts_per_batch=8,
+  c.rejection.update(dict(num_samples=8, num_problems=160, prompts_per_batch=8,
                           require_format=True, max_repetition=0.3))
   c.sft.update(dict(batch_rows=8, row_len=256, log_every=20, save_every=100))
   steps = 20  # RL optimizer steps on the student; the distillation arm gets a similar wall time
-  c.pipeline.order = ("teacher_cold_start", "teacher_rl", "teacher_rejection", "student_base", "student_rl",
-                      "student_distill", "eval_student_base", "eval_student_rl",
-                      "eval_student_distill", "eval_teacher_rl")
-  c.pipeline.stages = {
-      # The teacher is made the way R1 was: cold-start SFT on readable traces, then RL.
-      "teacher_cold_start": _sft("builtin:demo", ("cold_start",), 100, 1e-4),
-      "teacher_rl": _rl("stage:teacher_cold_start", steps, 2e-4),
+  stages = {
+      # The teacher is the demo base after the R1-Zero recipe (the paper's teacher was R1).
+      "teacher_rl": _rl("builtin:demo", steps, 2e-4),
       "teacher_rejection": {"job": "rejection", "set": {"base_model": "stage:teacher_rl"}},
       "student_base": {"job": "base_model", "set": TINY_STUDENT},
-      "student_rl": _rl("stage:student_base", steps, 2e-4),
-      "student_distill": _sft("stage:student_base", ("stage:teacher_rejection",), 120, 1e-3),
-      "eval_student_base": _eval("stage:student_base"),
-      "eval_student_rl": _eval("stage:student_rl"),
-      "eval_student_distill": _eval("stage:student_distill"),
       "eval_teacher_rl": _eval("stage:teacher_rl"),
   }
+  for seed in SEEDS:
+    stages.update({
+        f"student_rl_s{seed}": _rl("stage:student_base", steps, 2e-4, seed),
+        f"student_distill_s{seed}": _sft("stage:student_base", ("stage:teacher_rejection",), 120,
+                                         1e-3, seed),
+        f"eval_student_base_s{seed}": _eval("stage:student_base", seed),
+        f"eval_student_rl_s{seed}": _eval(f"stage:student_rl_s{seed}", seed),
+        f"eval_student_distill_s{seed}": _eval(f"stage:student_distill_s{seed}", seed)})
+  c.pipeline.stages = stages
+  c.pipeline.order = tuple(stages)
 
 
 def real(c: config_dict.ConfigDict, student: str) -> None:

@@ -6,7 +6,7 @@ DIR/report.md (base pass@1 and cons@k, after RL, and the gain, per base) and DIR
 
 Variants:
   tiny    two bases pretrained here with the base_model job (smaller than the demo model) plus
-          the shipped demo model, each given the same short GRPO run; about 12 minutes on 2 cores
+          the shipped demo model, each given the same short GRPO run with 3 seeds
   paper   Qwen2.5-7B, DeepSeekMoE-16B and Qwen2.5-32B bases with the R1-Zero recipe
           (experiments/r1_zero.py:7b / 16b_moe / 30b); --config.pipeline.stages.rl_<size>.set.
           base_model=DIR points each at its checkpoint
@@ -16,12 +16,12 @@ import dataclasses
 
 from ml_collections import config_dict
 
-from r1jax.experiment import Experiment
-from r1jax.experiment_files import sibling
+from r1jax.experiment import Experiment, sibling
 
 
 
 r1_zero = sibling(__file__, "r1_zero")
+SEEDS = (0, 1, 2)   # each RL arm is repeated; the report shows mean ± sd (stages <arm>_s<seed>)
 
 
 def _base(dim, layers, steps):
@@ -35,8 +35,8 @@ def _base(dim, layers, steps):
                     total_steps=steps, weight_decay=0.01)}}
 
 
-def _rl(base, steps, lr):
-  return {"job": "rl", "set": {"base_model": base, "loop": {"steps": steps},
+def _rl(base, steps, lr, seed=0):
+  return {"job": "rl", "set": {"base_model": base, "loop": {"steps": steps, "seed": seed},
                                "optim": {"lr": lr, "total_steps": steps}}}
 
 
@@ -45,16 +45,17 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   c = config_dict.ConfigDict(dataclasses.asdict(Experiment()))
   if variant == "tiny":
     r1_zero.tiny(c)
-    c.rollout.update(dict(num_samples=8, max_new_tokens=96, prompts_per_chunk=8))
+    c.rollout.update(dict(max_new_tokens=256, prompts_per_chunk=8))
     c.rl.num_generations = 8
     c.loop.update(dict(eval_every=0, save_every=10))
     c.eval.update(dict(num_problems=32, num_samples=8, pass_at=(1, 8)))
     steps = 15
-    c.pipeline.order = ("base_xs", "base_s", "rl_xs", "rl_s", "rl_demo")
-    c.pipeline.stages = {"base_xs": _base(32, 1, 200), "base_s": _base(64, 2, 300),
-                         "rl_xs": _rl("stage:base_xs", steps, 2e-4),
-                         "rl_s": _rl("stage:base_s", steps, 2e-4),
-                         "rl_demo": _rl("builtin:demo", steps, 2e-4)}
+    bases = {"xs": "stage:base_xs", "s": "stage:base_s", "demo": "builtin:demo"}
+    stages = {"base_xs": _base(32, 1, 300), "base_s": _base(64, 2, 600)}
+    stages.update({f"rl_{size}_s{seed}": _rl(base, steps, 2e-4, seed)
+                   for size, base in bases.items() for seed in SEEDS})
+    c.pipeline.stages = stages
+    c.pipeline.order = tuple(stages)
   elif variant == "paper":
     r1_zero.scale(c, "qwen2.5-32b", paper=False)
     sizes = ("7b", "16b_moe", "30b")

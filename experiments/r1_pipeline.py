@@ -16,8 +16,7 @@ import dataclasses
 
 from ml_collections import config_dict
 
-from r1jax.experiment import Experiment
-from r1jax.experiment_files import sibling
+from r1jax.experiment import Experiment, sibling
 
 
 
@@ -37,7 +36,7 @@ def stages(*, cold_start_steps, cold_start_lr, rl1_steps, rl2_steps, preference_
                             "optim": {"lr": rl_lr, "total_steps": steps},
                             "rewards": {"language_weight": language_weight}}
   rl2 = rl(rl2_steps, "stage:sft")
-  rl2.update(rollout={"temperature": rl2_temperature}, rl={"temperature": rl2_temperature},
+  rl2.update(rollout={"temperature": rl2_temperature},
              preference={"model": "stage:reward_model", "weight": 1.0,
                          "start_step": max(0, rl2_steps - preference_steps)})
   return ("cold_start", "rl1", "rejection", "reward_model", "sft", "rl2"), {

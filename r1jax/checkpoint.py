@@ -29,9 +29,6 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return list(self._manager.all_steps())
-
   def save(self, step: int, state, meta: dict[str, Any], data: dict[str, Any] | None = None,
            *, force: bool = False) -> None:
     args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
@@ -44,9 +41,6 @@ class Checkpointer:
                               meta=ocp.args.JsonRestore(), data=ocp.args.JsonRestore())
     out = self._manager.restore(step, args=args)
     return out.state, dict(out.meta), dict(out.data or {})
-
-  def wait(self) -> None:
-    self._manager.wait_until_finished()
 
   def close(self) -> None:
     self._manager.wait_until_finished()

@@ -4,6 +4,8 @@ Experiment files (``experiments/*.py``) return an ``ml_collections.ConfigDict``;
 sees it. :func:`from_dict` turns one section into its frozen dataclass, recursing into nested
 dataclass fields, rejecting unknown keys, and running each class's ``validate()`` so that a bad
 value is reported once, at start-up, under its full dotted key with the allowed values or range.
+A class may list keys that moved (``MOVED_KEYS``, old -> new dotted key): an old key is still read
+when it agrees with the new one, and is otherwise an error that names the new key.
 """
 
 from __future__ import annotations
@@ -80,11 +82,33 @@ def _coerce(tp, value):
   return value
 
 
+def _section_default(cls, name: str):
+  field = next(f for f in dataclasses.fields(cls) if f.name == name)
+  return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def _read_moved_keys(cls, values: dict, prefix: str) -> None:
+  """Takes each old key of ``cls.MOVED_KEYS`` out of ``values``; it must equal its new key."""
+  for old, new in getattr(cls, "MOVED_KEYS", {}).items():
+    old_section, old_key = old.split(".")
+    if not isinstance(values.get(old_section), Mapping) or old_key not in values[old_section]:
+      continue
+    values[old_section] = dict(values[old_section])
+    value = values[old_section].pop(old_key)
+    section, key = new.split(".")
+    current = dict(values.get(section) or {}).get(key, getattr(_section_default(cls, section), key))
+    if value != current:
+      where = f"{prefix}.{old}" if prefix else old
+      raise ConfigError(where, f"got {value!r}; this value is set once, as '{new}' (now "
+                        f"{current!r}): set that key instead and drop this one")
+
+
 def from_dict(cls: type[T], values: Mapping[str, Any] | None, prefix: str = "") -> T:
   """Builds and validates dataclass ``cls`` from a mapping; errors name the dotted key."""
   values = dict(values or {})
   if hasattr(values, "to_dict"):
     values = values.to_dict()
+  _read_moved_keys(cls, values, prefix)
   types_by_name = _field_types(cls)
   names = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(values) - names)

@@ -3,19 +3,28 @@
 It detects SLURM (``SLURM_NTASKS`` > 1) and Open MPI (``OMPI_COMM_WORLD_SIZE`` > 1) and lets JAX
 read their coordinator and ranks; explicit settings come from ``R1JAX_COORDINATOR``,
 ``R1JAX_NUM_PROCESSES`` and ``R1JAX_PROCESS_ID`` (what ``launch/local.py`` and
-``launch/slurm.py`` set). On CPU the cross-process collectives are gloo's. A heartbeat timeout
-(``R1JAX_HEARTBEAT_TIMEOUT_S``) bounds how long the survivors wait when a process dies: JAX's
-coordination service then stops them with an error instead of letting them hang. Each process
-loads only the rows of a batch that its own devices hold (:func:`process_rows`) and assembles
-the global array from them (:func:`global_batch`). Only process 0 writes logs (:func:`is_chief`);
-Orbax checkpoints are written by every process, each its own shards. A single process needs none
-of this and calls nothing.
+``launch/slurm.py`` set). On CPU the cross-process collectives are gloo's. Two timeouts keep
+slow and dead processes apart. The heartbeat timeout (``R1JAX_HEARTBEAT_TIMEOUT_S``) bounds how
+long the survivors wait when a process dies: JAX's coordination service then stops them with an
+error instead of letting them hang. The straggler timeout (``R1JAX_STRAGGLER_TIMEOUT_S``) is how
+long a live process waits for slower ones at the start-up and shutdown barriers: processes drift
+apart by minutes on a busy host or when only the chief writes reports, and a barrier that gives
+up first aborts every process of a run that had succeeded. A run ends with :func:`shutdown` (the
+barrier, while everything is still alive); a run that fails calls :func:`abandon` instead and
+exits at once, so the others see a dead process through the heartbeat rather than wait at a
+barrier; :func:`barrier` lines processes up before the first run of a compiled program. Each
+process loads only the rows of a batch that its own devices hold (:func:`process_rows`) and
+assembles the global array from them (:func:`global_batch`). Only process 0 writes logs
+(:func:`is_chief`); Orbax checkpoints are written by every process, each its own shards. A single
+process needs none of this and calls nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import traceback
 
 import jax
 import numpy as np
@@ -27,7 +36,22 @@ _initialized = False
 
 
 def heartbeat_timeout_s(env=os.environ) -> int:
-  return int(env.get("R1JAX_HEARTBEAT_TIMEOUT_S", "60"))
+  return _positive_seconds(env, "R1JAX_HEARTBEAT_TIMEOUT_S", 60)
+
+
+def straggler_timeout_s(env=os.environ) -> int:
+  return _positive_seconds(env, "R1JAX_STRAGGLER_TIMEOUT_S", 600)
+
+
+def _positive_seconds(env, name: str, default: int) -> int:
+  text = env.get(name, str(default))
+  try:
+    value = int(text)
+  except ValueError:
+    value = 0
+  if value <= 0:
+    raise ValueError(f"{name} must be a positive whole number of seconds, got {text!r}")
+  return value
 
 
 def cluster_kind(env=os.environ) -> str | None:
@@ -47,13 +71,13 @@ def initialize(env=os.environ) -> None:
   kind = cluster_kind(env)
   if _initialized or kind is None:
     return
-  timeout = heartbeat_timeout_s(env)
+  timeout, straggler = heartbeat_timeout_s(env), straggler_timeout_s(env)
   if env.get("JAX_PLATFORMS", "").split(",")[0] == "cpu":
     # Without a CPU collectives backend, a computation spanning processes cannot run at all.
     jax.config.update("jax_cpu_collectives_implementation",
                       env.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION", "gloo"))
-  timeouts = dict(heartbeat_timeout_seconds=timeout, initialization_timeout=max(2 * timeout, 30),
-                  shutdown_timeout_seconds=timeout)
+  timeouts = dict(heartbeat_timeout_seconds=timeout, initialization_timeout=straggler,
+                  shutdown_timeout_seconds=straggler)
   if kind == "explicit":
     missing = [k for k in ("R1JAX_NUM_PROCESSES", "R1JAX_PROCESS_ID") if k not in env]
     if missing:
@@ -68,6 +92,43 @@ def initialize(env=os.environ) -> None:
   logging.info("jax.distributed: process %d of %d (%s), %d local / %d global devices",
                jax.process_index(), jax.process_count(), kind, jax.local_device_count(),
                jax.device_count())
+
+
+def barrier(name: str, env=os.environ) -> None:
+  """Waits until every process gets here (up to the straggler timeout); nothing in one process.
+
+  For the first run of a program that spans processes, once it is compiled: CPU collectives
+  (gloo) give a late process only 30 s to join a new group of devices, and on a busy host tracing
+  and compiling alone can set processes further apart than that.
+  """
+  if _initialized:
+    # The coordination service's own barrier (no public API): a collective would itself need gloo.
+    from jax._src import distributed as jax_distributed
+    jax_distributed.global_state.client.wait_at_barrier(name, straggler_timeout_s(env) * 1000)
+
+
+def shutdown() -> None:
+  """Ends a successful run: waits (up to the straggler timeout) until every process gets here.
+
+  Explicit, so that the barrier runs while the run is intact rather than during interpreter exit.
+  """
+  global _initialized
+  if _initialized:
+    jax.distributed.shutdown()
+    _initialized = False
+
+
+def abandon() -> None:
+  """Ends a failed run of several processes: prints the error and exits now, skipping the shutdown
+  barrier, so the others learn of it through the heartbeat instead of waiting for this process
+  at the barrier. Call it from an ``except`` block; does nothing in a single process."""
+  if not _initialized:
+    return
+  traceback.print_exc()
+  logging.error("process %d failed; exiting without the shutdown barrier", jax.process_index())
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(1)
 
 
 def is_chief() -> bool:

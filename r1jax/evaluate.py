@@ -1,12 +1,15 @@
 """Evaluation metrics in the paper's terms, from k scored samples per problem.
 
 - pass@1 averaged over the k samples; unbiased pass@k, 1 - C(n - c, k) / C(n, k) (Chen et al.);
-- cons@k: the majority-vote answer over the k samples (ties go to the answer seen first) is right;
+- cons@k: the majority-vote answer over the k samples (ties go to the answer seen first) is right,
+  reported as cons@<k> and, so that runs with different k share one key, as cons@k;
 - per data type and per difficulty accuracy, and mean response length per difficulty (the paper's
   thinking tokens grow with difficulty);
 - reflective-word frequency: occurrences of "wait", "mistake", "however", "verify", "check" per
   response, and the share of responses with at least one.
-Everything here is a pure function of the samples, so it is tested on hand-computed examples.
+The voted answer is the content of the last <answer> block, found as the verifiers find it
+(`r1jax.rewards.extract`). Everything here is a pure function of the samples, so it is tested on
+hand-computed examples.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from r1jax.rewards.extract import answer_block
+
 REFLECTIVE_WORDS = ("wait", "mistake", "however", "verify", "check")
+# The headline metrics a run's summary keeps of each evaluation (and its report tabulates).
+SUMMARY_KEYS = ("pass@1", "cons@k", "response_length", "reflective_words_per_response")
 _REFLECTIVE = re.compile(r"\b(" + "|".join(REFLECTIVE_WORDS) + r")\b", re.IGNORECASE)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -35,8 +41,8 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def extracted_answer(completion: str) -> str:
   """The normalised content of the last <answer> block ('' if none): the majority-vote key."""
-  found = _ANSWER.findall(completion)
-  return " ".join(found[-1].split()).lower() if found else ""
+  block = answer_block(completion)
+  return "" if block is None else " ".join(block.split()).lower()
 
 
 def majority_correct(answers: Sequence[str], correct: Sequence[bool]) -> bool:
@@ -75,7 +81,7 @@ def summarize(samples: Sequence[dict[str, Any]], k: int, pass_at: Sequence[int] 
                  "reflect_any": float(np.mean([reflective_count(s["completion"]) > 0 for s in group]))})
   mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))
   out["pass@1"] = mean("pass1")
-  out[f"cons@{k}"] = mean("cons")
+  out[f"cons@{k}"] = out["cons@k"] = mean("cons")
   for j in pass_at:
     out[f"pass@{j}_unbiased"] = mean(f"pass@{j}")
   out["response_length"] = mean("length")

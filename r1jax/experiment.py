@@ -1,84 +1,36 @@
 """The whole experiment as one frozen, validated dataclass, built once from the config file.
 
-Each section is owned by its subsystem (model, mesh, data, rollout, rl, optim, rewards) and this
-module adds the loop and evaluation settings plus the checks that span sections (G agrees between
-sampler and learner, a rollout splits into whole groups per minibatch...). `load(config_dict)` is
-the only place a ConfigDict becomes typed config; every error names its dotted key.
+Each section is owned by the part that reads it (model, mesh, data, rollout, rl, optim, rewards,
+the loop, evaluation, and each job's own section); this module adds the checks that span sections
+(a rollout splits into whole groups per minibatch, a stage runs a job that can be a stage...).
+`load(config_dict)` is the only place a ConfigDict becomes typed config; every error names its
+dotted key. Experiment files are Python files in one folder; one that builds on another loads it
+with :func:`sibling`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import importlib.util
+import os
+from types import ModuleType
+from typing import Any, ClassVar
 
-from r1jax.config import ConfigError, check_choice, check_range, from_dict
+from r1jax.config import ConfigError, check_choice, from_dict
 from r1jax.data.config import DataConfig
+from r1jax.experience import EvalConfig
+from r1jax.jobs.registry import JOB_NAMES, STAGE_JOB_NAMES
+from r1jax.jobs.rejection import RejectionConfig
+from r1jax.jobs.stages import PipelineConfig
 from r1jax.mesh import MeshConfig
 from r1jax.models.config import ModelConfig
+from r1jax.reward_model.config import PreferenceConfig, RewardModelConfig
 from r1jax.rewards.config import RewardConfig
 from r1jax.rl.config import GRPOConfig, OptimConfig
 from r1jax.rollout.config import SamplingConfig
-from r1jax.pipeline_config import PipelineConfig
-from r1jax.rejection import RejectionConfig
-from r1jax.reward_model.config import PreferenceConfig, RewardModelConfig
 from r1jax.sft.base_model import CorpusConfig
 from r1jax.sft.train import SFTConfig
-
-JOBS = ("rl", "base_model", "sft", "rejection", "reward_model", "evaluate", "pipeline")
-Schedule = tuple[tuple[int, float], ...]
-
-
-def scheduled(schedule: Schedule, step: int, default: float) -> float:
-  """The value of a piecewise-constant schedule ((from_step, value), ...) at `step`."""
-  value = default
-  for start, v in sorted(schedule):
-    if step >= start:
-      value = v
-  return value
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopConfig:
-  """The RL loop. A step is one optimizer step; one rollout feeds rl.num_minibatches x epochs."""
-  steps: int = 100
-  eval_every: int = 10            # steps between evaluations; the last step always evaluates
-  save_every: int = 10            # steps between checkpoints (rounded to whole rollouts)
-  keep_checkpoints: int = 3
-  log_samples: int = 3            # completions per evaluation written as text
-  # (from_step, value) pairs: the paper raised the length from 32,768 to 65,536 at step 8.2k.
-  max_new_tokens_schedule: tuple[tuple[int, int], ...] = ()
-  temperature_schedule: tuple[tuple[int, float], ...] = ()
-  seed: int = 0
-
-  def validate(self):
-    check_range("steps", self.steps, 1)
-    check_range("eval_every", self.eval_every, 0)
-    check_range("save_every", self.save_every, 1)
-    check_range("keep_checkpoints", self.keep_checkpoints, 1)
-    check_range("log_samples", self.log_samples, 0)
-    for start, value in self.max_new_tokens_schedule:
-      check_range("max_new_tokens_schedule", value, 1)
-    for start, value in self.temperature_schedule:
-      check_range("temperature_schedule", value, 0.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalConfig:
-  split: str = "eval"
-  num_problems: int = 64
-  num_samples: int = 8            # k: pass@1 is averaged over k samples; cons@k votes over them
-  temperature: float = 1.0
-  max_new_tokens: int = 0         # 0 = the rollout's
-  pass_at: tuple[int, ...] = (1, 8)
-
-  def validate(self):
-    check_choice("split", self.split, ("train", "eval", "test"))
-    check_range("num_problems", self.num_problems, 1)
-    check_range("num_samples", self.num_samples, 1)
-    check_range("temperature", self.temperature, 0.0)
-    check_range("max_new_tokens", self.max_new_tokens, 0)
-    for k in self.pass_at:
-      check_range("pass_at", k, 1, self.num_samples)
+from r1jax.train import LoopConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,15 +54,16 @@ class Experiment:
   preference: PreferenceConfig = PreferenceConfig()
   pipeline: PipelineConfig = PipelineConfig()
 
+  # Keys that once held a second copy of a value: G is the learner's group size, the temperature
+  # the sampler's. Older files may still set them (equal to the new key).
+  MOVED_KEYS: ClassVar[dict[str, str]] = {"rollout.num_samples": "rl.num_generations",
+                                          "rl.temperature": "rollout.temperature"}
+
   def validate(self):
-    check_choice("job", self.job, JOBS)
-    if self.rl.num_generations != self.rollout.num_samples:
-      raise ConfigError("rollout.num_samples", f"got {self.rollout.num_samples}; must equal "
-                        f"rl.num_generations={self.rl.num_generations} (G)")
-    if self.rl.temperature != self.rollout.temperature:
-      raise ConfigError("rl.temperature", f"got {self.rl.temperature}; must equal "
-                        f"rollout.temperature={self.rollout.temperature}: the learner's log-probs "
-                        "must be of the distribution the sampler drew from")
+    check_choice("job", self.job, JOB_NAMES)
+    for name in self.pipeline.order:
+      check_choice(f"pipeline.stages.{name}.job", self.pipeline.stages[name]["job"],
+                   STAGE_JOB_NAMES)
     questions = self.data.questions_per_step
     if questions % self.rl.num_minibatches:
       raise ConfigError("rl.num_minibatches", f"got {self.rl.num_minibatches}; must divide "
@@ -121,3 +74,15 @@ def load(config: Any) -> Experiment:
   """Builds and validates the Experiment from a ConfigDict (or a plain mapping)."""
   values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
   return from_dict(Experiment, values)
+
+
+def sibling(config_file: str, name: str) -> ModuleType:
+  """The experiment file `name`.py from the folder of `config_file` (pass ``__file__``):
+  `experiments/` is a folder of config files, not a package."""
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"no experiment file {path}")
+  spec = importlib.util.spec_from_file_location(f"r1jax_experiments_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -23,7 +23,12 @@ def main(argv):
   from r1jax import experiment, jobs  # after jax.distributed is up
   exp = experiment.load(_CONFIG.value)
   logging.info("job %s in %s", exp.job, _WORKDIR.value)
-  jobs.run(exp, _WORKDIR.value)
+  try:
+    jobs.run(exp, _WORKDIR.value)
+  except BaseException:
+    distributed.abandon()  # several processes: exit now, the heartbeat tells the others
+    raise
+  distributed.shutdown()
 
 
 if __name__ == "__main__":

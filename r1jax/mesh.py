@@ -136,6 +136,12 @@ def current_mesh() -> Mesh | None:
   return None if ctx is None else ctx.mesh
 
 
+def current_rules() -> dict[str, tuple[str, ...]]:
+  """The logical-axis rules made current with the mesh (the defaults when none is)."""
+  ctx = _CURRENT.get()
+  return _rules_dict(DEFAULT_RULES) if ctx is None else ctx.rules
+
+
 def _rules_dict(rules) -> dict[str, tuple[str, ...]]:
   return {k: tuple(v) if isinstance(v, (tuple, list)) else ((v,) if v else ()) for k, v in rules}
 
@@ -181,8 +187,3 @@ def tree_shardings(axes_tree, shapes_tree, mesh: Mesh, rules=DEFAULT_RULES):
       lambda axes, s: NamedSharding(mesh, logical_spec(axes, s.shape, mesh, rules)),
       axes_tree, shapes_tree, is_leaf=lambda x: isinstance(x, tuple) and all(
           isinstance(a, (str, type(None))) for a in x))
-
-
-def batch_axes(mesh: Mesh, rules=DEFAULT_RULES) -> tuple[str, ...]:
-  """The mesh axes that the logical `batch` axis spreads over (those of size > 1)."""
-  return tuple(a for a in _rules_dict(rules).get("batch", ()) if mesh.shape[a] > 1)

@@ -1,4 +1,5 @@
-"""Run metrics: JSONL and TensorBoard event files in the workdir, and a console progress bar.
+"""Run metrics: JSONL and TensorBoard event files in the workdir, a job's JSON summary, and a
+console progress bar.
 
 Only process 0 writes (others get a writer whose methods do nothing), so multi-host runs produce
 one set of files. TensorBoard events are written with the `tensorboard` package's own event
@@ -13,11 +14,14 @@ import os
 import time
 from typing import Any
 
-import jax
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tqdm.auto import tqdm
+
+from r1jax.distributed import is_chief
+
+SUMMARY_FILE = "summary.json"   # what a job reports, in its workdir
 
 
 def _scalar(value) -> float | None:
@@ -31,7 +35,7 @@ def _scalar(value) -> float | None:
 class MetricsWriter:
 
   def __init__(self, workdir: str, *, filename: str = "metrics.jsonl", enabled: bool | None = None):
-    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.enabled = is_chief() if enabled is None else enabled
     self.path = os.path.join(workdir, filename)
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
@@ -60,15 +64,17 @@ class MetricsWriter:
                                                                    metadata=meta)])
     self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
-  def flush(self) -> None:
-    if self.enabled:
-      self._jsonl.flush()
-      self._events.flush()
-
   def close(self) -> None:
     if self.enabled:
       self._jsonl.close()
       self._events.close()
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` to `path` as JSON, from process 0 only."""
+  if is_chief():
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(obj, f, indent=2)
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -79,4 +85,4 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 def progress(total: int, initial: int = 0, desc: str = "train"):
   """A tqdm bar with rate and ETA, shown only on process 0."""
   return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True,
-              disable=jax.process_index() != 0, smoothing=0.1)
+              disable=not is_chief(), smoothing=0.1)

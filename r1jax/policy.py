@@ -1,9 +1,11 @@
-"""Where a run's starting policy and tokenizer come from.
+"""Where a run's policy and tokenizer come from, and where a trained policy goes.
 
 ``base_model`` is a Hugging Face directory (config.json + safetensors, e.g. a Qwen2.5 checkpoint),
 ``builtin:demo`` for the tiny base model that ships inside the package, or "" for a random init of
 the experiment's `model` section (tests, planning). The tokenizer is the base model's own
 tokenizer.json unless the experiment names one ("char" for the built-in character tokenizer).
+Every job that trains a policy hands it on with :func:`export_policy`: a Hugging Face directory
+with the tokenizer files of the model it started from, which :func:`load_policy` reads back.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import os
 import jax
 
 from r1jax.data.tokenizers import Tokenizer, load_tokenizer
-from r1jax.models import ModelConfig, init, load_hf
-from r1jax.rollout.config import SamplingConfig
+from r1jax.models import ModelConfig, init, load_hf, save_hf
 
+EXPORT = "export"   # where a job writes the policy it hands on, under its workdir
 BUILTIN = {"builtin:demo": os.path.join(os.path.dirname(__file__), "assets", "demo_base_model")}
 
 
@@ -52,12 +54,8 @@ def load_policy(base_model: str, model_cfg: ModelConfig, tokenizer_spec: str, se
   return model_cfg, params, tokenizer
 
 
-def sampling_for(rollout: SamplingConfig, tokenizer: Tokenizer, *, num_samples: int = 0,
-                 temperature: float | None = None, max_new_tokens: int = 0) -> SamplingConfig:
-  """The rollout config completed with the tokenizer's EOS / pad ids; non-zero arguments
-  override the rollout's own values (evaluation and rejection sampling use their own k, T, L)."""
-  return dataclasses.replace(
-      rollout, num_samples=num_samples or rollout.num_samples,
-      temperature=rollout.temperature if temperature is None else temperature,
-      max_new_tokens=max_new_tokens or rollout.max_new_tokens,
-      eos_ids=rollout.eos_ids or tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id)
+def export_policy(model_cfg: ModelConfig, params, base_model: str, out_dir: str) -> str:
+  """Saves params to `out_dir` with the tokenizer of `base_model` (a directory or builtin name)."""
+  save_hf(model_cfg, jax.device_get(params), out_dir,
+          tokenizer_from=resolve(base_model) if base_model else None)
+  return out_dir

@@ -18,7 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from r1jax.metrics import read_jsonl  # noqa: E402
+from r1jax.evaluate import SUMMARY_KEYS  # noqa: E402
+from r1jax.metrics import SUMMARY_FILE, read_jsonl  # noqa: E402
 
 PLOTS = (
     ("accuracy.png", "Accuracy on held-out problems", ("pass@1", "cons@k")),
@@ -53,7 +54,7 @@ def plot(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
 
 
 def summary_table(summaries: dict[str, dict | None]) -> str:
-  keys = ("pass@1", "cons@k", "response_length", "reflective_words_per_response")
+  keys = SUMMARY_KEYS
   lines = ["| run | " + " | ".join(f"{k} first | {k} last" for k in keys) + " | steps | wall s |",
            "|---" * (2 * len(keys) + 3) + "|"]
   for name, s in summaries.items():
@@ -64,26 +65,27 @@ def summary_table(summaries: dict[str, dict | None]) -> str:
   return "\n".join(lines)
 
 
-def write_report(workdir: str, control: str | None = None) -> str:
-  """Writes report.md and the plots into `workdir`; returns the report's path."""
+def write_run_report(workdir: str, control: str | None = None) -> tuple[str, str]:
+  """Writes report.md and the plots into `workdir`; returns (the report's path, its table)."""
   runs = {"run": read_jsonl(os.path.join(workdir, "eval.jsonl"))}
   summaries = {"run": _load_summary(workdir)}
   if control:
     runs["control"] = read_jsonl(os.path.join(control, "eval.jsonl"))
     summaries["control"] = _load_summary(control)
   paths = plot(runs, workdir)
+  table = summary_table(summaries)
   body = [f"# r1jax report: {os.path.basename(os.path.abspath(workdir))}", "",
           "Held-out evaluation, first vs last (the control, if shown, trains with lr = 0):", "",
-          summary_table(summaries), ""]
+          table, ""]
   body += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in paths]
   path = os.path.join(workdir, "report.md")
   with open(path, "w", encoding="utf-8") as f:
     f.write("\n".join(body) + "\n")
-  return path
+  return path, table
 
 
 def _load_summary(workdir: str) -> dict | None:
-  path = os.path.join(workdir, "summary.json")
+  path = os.path.join(workdir, SUMMARY_FILE)
   if not os.path.exists(path):
     return None
   with open(path, encoding="utf-8") as f:
@@ -96,11 +98,8 @@ _CONTROL = flags.DEFINE_string("control", None, "Optional control run's workdir 
 
 def main(argv):
   del argv
-  path = write_report(_WORKDIR.value, _CONTROL.value)
-  summaries = {"run": _load_summary(_WORKDIR.value)}
-  if _CONTROL.value:
-    summaries["control"] = _load_summary(_CONTROL.value)
-  print(summary_table(summaries))
+  path, table = write_run_report(_WORKDIR.value, _CONTROL.value)
+  print(table)
   print(f"\nreport: {path}")
 
 

@@ -1,9 +1,9 @@
-"""The R1-Zero loop: ``train_and_evaluate(config, workdir)``.
+"""The R1-Zero loop: ``train_and_evaluate(exp, workdir)``.
 
-Per rollout: a batch of Q questions from the Grain pipeline, G samples each (chunked, rewards
-scored asynchronously, reference log-probs dispatched per chunk), group advantages, then
-M minibatches x E inner epochs of optimizer steps against the rollout's pi_old. The reference is
-replaced by the policy every K optimizer steps. Evaluation runs at step 0, every `eval_every`
+Per rollout: a batch of Q questions from the Grain pipeline, G samples each with rewards and
+reference log-probs (`r1jax.experience.sample_and_score`), group advantages, then M minibatches
+x E inner epochs of optimizer steps against the rollout's pi_old (:func:`learn`). The reference
+is replaced by the policy every K optimizer steps. Evaluation runs at step 0, every `eval_every`
 steps and at the end. Orbax saves (policy + optimizer, reference, rng, step, data-iterator
 state, evaluation history) every `save_every` steps; rerunning in the same workdir resumes there,
 and because every random draw is keyed by (seed, rollout index), a resumed run repeats the
@@ -18,44 +18,83 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from r1jax import experiment as experiment_lib
 from r1jax import mesh as mesh_lib
 from r1jax.checkpoint import Checkpointer, abstract_like
-from r1jax.data.pipeline import load_examples, make_batch, make_prompt_dataset
-from r1jax.evaluate import summarize
+from r1jax.config import check_range
+from r1jax.data.pipeline import make_prompt_dataset
+from r1jax.evaluate import SUMMARY_KEYS
+from r1jax.experience import eval_batch, evaluate, sample_and_score, sampling_for
 from r1jax.metrics import MetricsWriter, progress, read_jsonl
-from r1jax.policy import load_policy, sampling_for
-from r1jax.policy_eval import scored_samples
+from r1jax.policy import EXPORT, export_policy, load_policy
 from r1jax.reward_model.hook import PreferenceReward
 from r1jax.rewards.service import RewardService
-from r1jax.rl import schedule
 from r1jax.rl.advantages import rollout_metrics
-from r1jax.rl.experience import collect_experience, sample_and_score
-from r1jax.rl.optim import make_optimizer
-from r1jax.rl.step import TrainState, make_train_step, state_shardings
+from r1jax.rl.minibatch import minibatches, prepare
+from r1jax.rl.reference import copy_params, maybe_reset_reference
+from r1jax.rl.step import TrainState, init_train_state, make_train_step
 
-SUMMARY_KEYS = ("pass@1", "cons@k", "response_length", "reflective_words_per_response")
+Schedule = tuple[tuple[int, float], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """The RL loop. A step is one optimizer step; one rollout feeds rl.num_minibatches x epochs."""
+  steps: int = 100
+  eval_every: int = 10            # steps between evaluations; the last step always evaluates
+  save_every: int = 10            # steps between checkpoints (rounded to whole rollouts)
+  keep_checkpoints: int = 3
+  log_samples: int = 3            # completions per evaluation written as text
+  # (from_step, value) pairs: the paper raised the length from 32,768 to 65,536 at step 8.2k.
+  max_new_tokens_schedule: tuple[tuple[int, int], ...] = ()
+  temperature_schedule: tuple[tuple[int, float], ...] = ()
+  seed: int = 0
+
+  def validate(self):
+    check_range("steps", self.steps, 1)
+    check_range("eval_every", self.eval_every, 0)
+    check_range("save_every", self.save_every, 1)
+    check_range("keep_checkpoints", self.keep_checkpoints, 1)
+    check_range("log_samples", self.log_samples, 0)
+    for _, value in self.max_new_tokens_schedule:
+      check_range("max_new_tokens_schedule", value, 1)
+    for _, value in self.temperature_schedule:
+      check_range("temperature_schedule", value, 0.0)
+
+
+def scheduled(schedule: Schedule, step: int, default: float) -> float:
+  """The value of a piecewise-constant schedule ((from_step, value), ...) at `step`."""
+  value = default
+  for start, v in sorted(schedule):
+    if step >= start:
+      value = v
+  return value
 
 
 class NonFiniteLossError(FloatingPointError):
   pass
 
 
-def _state_from_params(model_cfg, optim_cfg, params, mesh, rules) -> TrainState:
-  """A train state around given (e.g. pretrained) params, created in its shardings."""
-  shardings = state_shardings(model_cfg, optim_cfg, mesh, rules)
-  tx = make_optimizer(optim_cfg, params)
-  make = jax.jit(lambda p: TrainState(p, tx.init(p), jnp.zeros((), jnp.int32)),
-                 out_shardings=shardings)
-  with mesh_lib.use_mesh(mesh, rules):
-    return make(jax.device_put(params, shardings.params))
+def learn(train_step, state: TrainState, ref_params, batches: Iterable, *, step: int,
+          last_step: int, ref_reset_every: int) -> tuple[TrainState, Any, list[dict]]:
+  """Optimizer steps on `batches`, counting from `step` and stopping at `last_step`; the
+  reference becomes a copy of the policy every `ref_reset_every` steps. Every step is dispatched
+  before any metrics are read. Returns (state, reference params, each step's metrics)."""
+  pending = []
+  for batch in batches:
+    if step >= last_step:   # the last rollout may hold more minibatches than are due
+      break
+    state, metrics = train_step(state, batch)
+    pending.append(metrics)
+    step += 1
+    ref_params = maybe_reset_reference(step, ref_reset_every, state.params, ref_params)
+  return state, ref_params, pending
 
 
 def _truncate_jsonl(path: str, last_step: int) -> None:
@@ -68,23 +107,21 @@ def _truncate_jsonl(path: str, last_step: int) -> None:
 
 class Trainer:
 
-  def __init__(self, exp: experiment_lib.Experiment, workdir: str):
+  def __init__(self, exp, workdir: str):
     self.exp, self.workdir = exp, workdir
     self.rules = exp.mesh.rules
     self.mesh = mesh_lib.make_mesh(exp.mesh)
     self.model_cfg, params, self.tokenizer = load_policy(exp.base_model, exp.model, exp.tokenizer,
                                                          exp.loop.seed)
     self.sampling = sampling_for(exp.rollout, self.tokenizer)
-    self.state = _state_from_params(self.model_cfg, exp.optim, params, self.mesh, self.rules)
-    self.ref_params = schedule.copy_params(self.state.params)
+    self.state = init_train_state(self.model_cfg, exp.optim, params, self.mesh, self.rules)
+    self.ref_params = copy_params(self.state.params)
     self._train_steps: dict[float, Any] = {}
     self.data = make_prompt_dataset(exp.data, self.tokenizer, "train", seed=exp.loop.seed,
                                     process_index=jax.process_index(),
                                     process_count=jax.process_count())
     self.data_iter = iter(self.data.dataset)
-    examples = load_examples(exp.data, exp.eval.split, tokenizer=self.tokenizer)
-    self.eval_batch = make_batch(examples[:exp.eval.num_problems], self.tokenizer,
-                                 template=exp.data.template, max_prompt_len=exp.data.max_prompt_len)
+    self.eval_batch = eval_batch(exp, self.tokenizer)
     self.rewards = RewardService(exp.rewards)
     # RL stage 2: a reward model's score joins the rule rewards from preference.start_step on.
     self.preference = PreferenceReward.from_config(exp.preference, self.tokenizer)
@@ -115,29 +152,29 @@ class Trainer:
         _truncate_jsonl(writer.path, self.step)
     logging.info("resumed from step %d (%d rollouts) in %s", self.step, self.rollouts, self.workdir)
 
-  def _save(self, force: bool = False) -> None:
+  def _save(self) -> None:
     meta = {"step": self.step, "rollouts": self.rollouts, "wall_time_s": self.wall_time_s,
             "evals": self.evals}
     self.ckpt.save(self.step, {"train": self.state, "ref": self.ref_params}, meta,
-                   {"iterator": self.data_iter.get_state()}, force=force)
+                   {"iterator": self.data_iter.get_state()})
 
   # ------------------------------------------------------------------ one rollout
 
   def _train_step(self, temperature: float):
     if temperature not in self._train_steps:
-      grpo = dataclasses.replace(self.exp.rl, temperature=temperature)
-      self._train_steps[temperature] = make_train_step(self.model_cfg, grpo, self.exp.optim,
-                                                       self.mesh, self.rules)
+      self._train_steps[temperature] = make_train_step(
+          self.model_cfg, self.exp.rl, self.exp.optim, self.mesh, self.rules,
+          temperature=temperature)
     return self._train_steps[temperature]
 
   def _sampling_now(self) -> Any:
     loop = self.exp.loop
     return dataclasses.replace(
         self.sampling,
-        max_new_tokens=int(experiment_lib.scheduled(loop.max_new_tokens_schedule, self.step,
-                                                    self.sampling.max_new_tokens)),
-        temperature=float(experiment_lib.scheduled(loop.temperature_schedule, self.step,
-                                                   self.sampling.temperature)))
+        max_new_tokens=int(scheduled(loop.max_new_tokens_schedule, self.step,
+                                     self.sampling.max_new_tokens)),
+        temperature=float(scheduled(loop.temperature_schedule, self.step,
+                                    self.sampling.temperature)))
 
   def _rollout_and_learn(self, batch) -> list[dict[str, float]]:
     exp, g = self.exp, self.exp.rl.num_generations
@@ -145,37 +182,31 @@ class Trainer:
     rng = jax.random.fold_in(self.seed_key, self.rollouts)
     start = time.perf_counter()
     with mesh_lib.use_mesh(self.mesh, self.rules):
-      scored = collect_experience(self.model_cfg, self.state.params, self.ref_params, batch, rng,
-                                  sampling, self.tokenizer, self.rewards)
+      scored = sample_and_score(self.model_cfg, self.state.params, batch, rng, sampling, g,
+                                self.tokenizer, self.rewards, ref_params=self.ref_params)
     rollout_s = time.perf_counter() - start
-    arrays = scored.arrays
-    preference_info = self.preference.apply(arrays, self.step) if self.preference else {}
-    info = rollout_metrics(arrays["rewards"], np.asarray(batch["data_type"]), g)
-    info.update(preference_info)
+    groups, rewards, info = scored.groups(), scored.rewards.reward, {}
+    if self.preference:
+      rewards, info = self.preference.apply(groups, rewards, self.step)
+    info.update(rollout_metrics(rewards, np.asarray(batch["data_type"]), g))
     info.update({"reward/timeouts": float(scored.rewards.timed_out.sum()),
+                 "reward/retries": float(scored.rewards.retried.sum()),
                  "reward/crashes": float(scored.rewards.crashed.sum()),
                  "time/rollout_s": rollout_s, "time/reward_wait_s": scored.reward_wait_s})
-    prepared = schedule.prepare_rollout(exp.rl, arrays)
-    groups = schedule.num_groups(prepared, g)
-    usable = groups - groups % exp.rl.num_minibatches
+    prepared = prepare(exp.rl, groups, rewards)
+    usable = prepared.num_prompts - prepared.num_prompts % exp.rl.num_minibatches
     self.rollouts += 1
     if usable == 0:
       logging.warning("rollout %d: no informative groups left after dynamic sampling; no update",
                       self.rollouts)
       return [info]
-    prepared = schedule.take_groups(prepared, np.arange(usable), g)
-    learner = {k: v for k, v in prepared.items() if k != "rewards"}
-    train_step = self._train_step(sampling.temperature)
+    prepared = prepared.take_groups(np.arange(usable))
     start = time.perf_counter()
-    pending = []
-    for minibatch in schedule.minibatches(learner, exp.rl, seed=exp.loop.seed + self.rollouts):
-      if self.step >= exp.loop.steps:   # the last rollout may hold more minibatches than are due
-        break
-      self.state, metrics = train_step(self.state, minibatch)   # dispatched, not yet read
-      pending.append(metrics)
-      self.step += 1
-      self.ref_params = schedule.maybe_reset_reference(self.step, exp.rl.ref_reset_every,
-                                                       self.state.params, self.ref_params)
+    self.state, self.ref_params, pending = learn(
+        self._train_step(sampling.logprob_temperature), self.state, self.ref_params,
+        minibatches(prepared, exp.rl, seed=exp.loop.seed + self.rollouts), step=self.step,
+        last_step=exp.loop.steps, ref_reset_every=exp.rl.ref_reset_every)
+    self.step += len(pending)
     records = [dict(jax.device_get(m)) for m in pending]
     learn_s = time.perf_counter() - start
     for i, record in enumerate(records):
@@ -192,20 +223,14 @@ class Trainer:
   # ------------------------------------------------------------------ evaluation
 
   def evaluate(self) -> dict[str, float]:
-    cfg = self.exp.eval
-    now = self._sampling_now()
-    sampling = dataclasses.replace(now, num_samples=cfg.num_samples, temperature=cfg.temperature,
-                                   max_new_tokens=cfg.max_new_tokens or now.max_new_tokens)
     rng = jax.random.fold_in(jax.random.fold_in(self.seed_key, 1 << 30), self.step)
     with mesh_lib.use_mesh(self.mesh, self.rules):
-      scored = sample_and_score(self.model_cfg, self.state.params, self.eval_batch, rng, sampling,
-                                self.tokenizer, self.rewards)
-    k = cfg.num_samples
-    samples = scored_samples(scored, self.eval_batch, k)
-    metrics = summarize(samples, k, cfg.pass_at)
-    metrics["cons@k"] = metrics[f"cons@{k}"]
+      metrics, samples = evaluate(self.model_cfg, self.state.params, self.eval_batch, rng,
+                                  self._sampling_now(), self.tokenizer, self.rewards,
+                                  self.exp.eval)
+    k = self.exp.eval.num_samples
     self.eval_writer.write(self.step, metrics)
-    for i in range(min(self.exp.loop.log_samples, len(samples))):
+    for i in range(min(self.exp.loop.log_samples, len(samples) // k)):
       s = samples[i * k]
       self.writer.write_text(self.step, f"samples/{i}", f"Q: {self.eval_batch['prompt'][i]}\n\n"
                              f"A: {s['completion']}\n\ncorrect: {s['correct']}")
@@ -246,11 +271,7 @@ class Trainer:
       if self._due(loop.save_every, before) or self.step >= loop.steps:
         self._save()
     bar.close()
-    summary = self.summary()
-    if jax.process_index() == 0:
-      with open(os.path.join(self.workdir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
-    return summary
+    return self.summary()
 
   def summary(self) -> dict[str, Any]:
     first, last = self.evals[0], self.evals[-1]
@@ -264,12 +285,18 @@ class Trainer:
     self.eval_writer.close()
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) an RL experiment in `workdir`; returns its summary."""
-  exp = config if isinstance(config, experiment_lib.Experiment) else experiment_lib.load(config)
+def train_and_evaluate(exp, workdir: str, *, export: bool = False) -> dict[str, Any]:
+  """Runs (or resumes) the RL experiment `exp` (an `r1jax.experiment.Experiment`) in `workdir`;
+  returns its summary. With `export`, the final policy is also written to <workdir>/export."""
   os.makedirs(workdir, exist_ok=True)
   trainer = Trainer(exp, workdir)
   try:
-    return trainer.run()
+    summary = trainer.run()
+    if export:
+      export_policy(trainer.model_cfg, trainer.state.params, exp.base_model,
+                    os.path.join(workdir, EXPORT))
+      if not exp.base_model:
+        logging.warning("RL from a random init: its export has no tokenizer files")
+    return summary
   finally:
     trainer.close()

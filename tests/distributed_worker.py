@@ -2,17 +2,20 @@
 
 Run under launch/local.py (several processes) or alone (one process with all devices):
 
-  python tests/distributed_worker.py OUT_DIR [--die_after=STEP]
+  python tests/distributed_worker.py OUT_DIR [--die_after=STEP] [--late_exit_s=SECONDS]
 
 Every process loads only its own rows of the batch (`distributed.process_rows`), the step's
 metrics are written by process 0 to OUT_DIR/metrics.json, and the final state is checkpointed to
 OUT_DIR/ckpt by all processes. With --die_after, process 1 exits abruptly after that step while
-the others keep stepping, to show that they stop with an error instead of hanging.
+the others keep stepping, to show that they stop with an error instead of hanging. With
+--late_exit_s, process 1 reaches the shutdown barrier that much later than the others, as a
+straggler on a busy host would.
 """
 
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -58,7 +61,10 @@ def run(out_dir: str, die_after: int | None = None, steps: int = STEPS) -> list[
   local = {k: v[distributed.process_rows(v.shape, mesh)] for k, v in full.items()}
   batch = distributed.global_batch(local, rows, mesh)
   state = init_train_state(MODEL, OPTIM, jax.random.key(0), mesh)
-  train_step = make_train_step(MODEL, GRPO, OPTIM, mesh)
+  # Compiled first, then started together: on a busy host tracing and compiling can set the
+  # processes further apart than the 30 s CPU collectives give a late one (distributed.barrier).
+  train_step = jax.jit(make_train_step(MODEL, GRPO, OPTIM, mesh)).lower(state, batch).compile()
+  distributed.barrier("first_step")
   history = []
   step = 0
   while step < steps or die_after is not None:
@@ -77,6 +83,13 @@ def run(out_dir: str, die_after: int | None = None, steps: int = STEPS) -> list[
   return history, state
 
 
+def _flag(name: str, default, kind):
+  values = [kind(a.split("=", 1)[1]) for a in sys.argv[2:] if a.startswith(f"--{name}=")]
+  return values[0] if values else default
+
+
 if __name__ == "__main__":
-  die = [int(a.split("=")[1]) for a in sys.argv[2:] if a.startswith("--die_after=")]
-  run(sys.argv[1], die[0] if die else None)
+  run(sys.argv[1], _flag("die_after", None, int))
+  if jax.process_index() == 1:
+    time.sleep(_flag("late_exit_s", 0.0, float))
+  distributed.shutdown()

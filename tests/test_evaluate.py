@@ -36,7 +36,7 @@ def test_summarize_on_a_hand_worked_table():
              _sample("b", "2", True, 70, "Verify", difficulty=2), _sample("b", "9", False, 10, difficulty=2)]
   m = evaluate.summarize(samples, k=4, pass_at=(1, 2))
   assert m["pass@1"] == pytest.approx((0.5 + 0.25) / 2)
-  assert m["cons@4"] == pytest.approx(0.5)          # a: "3" wins the tie by order; b: "1" wrong
+  assert m["cons@4"] == m["cons@k"] == pytest.approx(0.5)   # a: "3" wins the tie; b: "1" wrong
   assert m["pass@2_unbiased"] == pytest.approx((1 - 1 / 6 + 1 - 3 / 6) / 2)
   assert m["response_length/difficulty=1"] == 25 and m["response_length/difficulty=2"] == 45
   assert m["reflective_words_per_response"] == pytest.approx((3 / 4 + 1 / 4) / 2)

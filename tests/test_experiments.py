@@ -1,4 +1,5 @@
-"""Experiment files: every variant loads and validates; overrides are checked and typos rejected."""
+"""Experiment files: every variant loads and validates; overrides are checked and typos rejected;
+keys that moved are still read when they agree, and otherwise name their new key."""
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def _load(spec, **changes):
 @pytest.mark.parametrize("variant", ["tiny", "tiny_control", "smoke", "paper", "7b", "16b_moe", "30b"])
 def test_every_variant_validates(variant):
   exp = experiment.load(_load(f"{R1_ZERO}:{variant}"))
-  assert exp.rl.num_generations == exp.rollout.num_samples == 16
+  assert exp.rl.num_generations == 16
   if variant in ("paper", "30b"):
     assert (exp.model.dim, exp.model.num_layers, exp.model.num_kv_heads) == (5120, 64, 8)
     assert exp.data.questions_per_step // exp.rl.num_minibatches == 32   # 32 questions per step
@@ -55,17 +56,21 @@ def test_command_line_overrides_are_applied_and_typos_rejected(tmp_path):
 
 
 def test_cross_section_errors_name_both_keys():
-  with pytest.raises(ConfigError, match=r"rollout.num_samples.*rl.num_generations=16"):
-    experiment.load(_load(f"{R1_ZERO}:tiny", rollout__num_samples=8))
   with pytest.raises(ConfigError, match=r"rl.num_minibatches.*data.questions_per_step=8"):
     experiment.load(_load(f"{R1_ZERO}:tiny", rl__num_minibatches=3))
   with pytest.raises(ConfigError, match=r"'job'.*'rl', 'base_model'"):
     experiment.load(_load(f"{R1_ZERO}:tiny", job="train"))
 
 
-def test_schedules_are_piecewise_constant():
-  schedule = ((0, 32_768), (8_200, 65_536))
-  assert experiment.scheduled(schedule, 0, 1) == 32_768
-  assert experiment.scheduled(schedule, 8_199, 1) == 32_768
-  assert experiment.scheduled(schedule, 8_200, 1) == 65_536
-  assert experiment.scheduled((), 5, 7) == 7
+@pytest.mark.parametrize("old, new, value", [("rollout.num_samples", "rl.num_generations", 4),
+                                             ("rl.temperature", "rollout.temperature", 0.7)])
+def test_a_moved_key_is_read_when_it_agrees_and_names_its_new_key_when_not(old, new, value):
+  section, key = new.split(".")
+  old_section, old_key = old.split(".")
+  values = {"rl": {"num_minibatches": 1}, "rollout": {}}   # the defaults split Q into 16 otherwise
+  values[section][key] = values[old_section][old_key] = value
+  exp = experiment.load(values)
+  assert getattr(getattr(exp, section), key) == value
+  values[old_section][old_key] = 3
+  with pytest.raises(ConfigError, match=rf"'{old}': got 3; this value is set once, as '{new}'"):
+    experiment.load(values)

@@ -1,5 +1,5 @@
-"""The R1-Zero loop end to end: the real command line, exact resume after SIGKILL, NaN stop,
-the report, and a tiny KL x clip sweep."""
+"""The R1-Zero loop: its learn loop's reference reset, and end to end the real command line,
+exact resume after SIGKILL, NaN stop, and the report."""
 import json
 import os
 import signal
@@ -7,15 +7,72 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
-from r1jax import report
+from r1jax import models, report
+from r1jax.mesh import MeshConfig, make_mesh
 from r1jax.metrics import read_jsonl
+from r1jax.rl.batch import LearnerBatch
+from r1jax.rl.config import GRPOConfig, OptimConfig
+from r1jax.rl.reference import copy_params
+from r1jax.rl.step import init_train_state, make_train_step
+from r1jax.train import learn, scheduled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "experiments", "r1_zero.py") + ":smoke"
 # Timing keys differ between any two runs; everything else must repeat exactly.
 VOLATILE = ("time/",)
+
+
+TINY = models.ModelConfig(vocab_size=32, dim=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                          head_dim=8, ffn_dim=32)
+OPTIM = OptimConfig(lr=0.1)
+
+
+def _minibatch(seed, prompts=2, g=2, p=3, t=4):
+  rng = np.random.default_rng(seed)
+  n = prompts * g
+  uniform = np.full((n, t), -np.log(TINY.vocab_size), np.float32)
+  return LearnerBatch(prompt_tokens=rng.integers(1, 32, (prompts, p)).astype(np.int32),
+                      prompt_mask=np.ones((prompts, p), bool),
+                      completion_tokens=rng.integers(1, 32, (n, t)).astype(np.int32),
+                      completion_mask=np.ones((n, t), bool), old_logprobs=uniform,
+                      ref_logprobs=uniform, truncated=np.zeros(n, bool),
+                      advantages=np.tile([1.0, -1.0], prompts).astype(np.float32))
+
+
+def test_learn_replaces_the_reference_every_k_steps_and_stops_at_the_last_step():
+  mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+  train_step = make_train_step(TINY, GRPOConfig(num_generations=2), OPTIM, mesh)
+  batches = [_minibatch(i) for i in range(3)]
+  host = lambda tree: jax.tree.map(np.asarray, tree)
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                               jax.tree.leaves(b)))
+
+  def run(count, every, last_step=10):
+    state = init_train_state(TINY, OPTIM, jax.random.key(0), mesh)
+    initial = host(state.params)
+    state, ref, metrics = learn(train_step, state, copy_params(state.params), batches[:count],
+                                step=0, last_step=last_step, ref_reset_every=every)
+    return initial, host(state.params), host(ref), metrics
+
+  initial, p1, ref1, _ = run(1, every=2)
+  assert same(ref1, initial) and not same(p1, initial)      # before K: the initial policy
+  _, p2, _, _ = run(2, every=0)
+  _, p3, ref3, _ = run(3, every=2)
+  assert same(ref3, p2) and not same(ref3, p3)              # replaced at K, kept after it
+  _, _, _, metrics = run(3, every=2, last_step=2)
+  assert len(metrics) == 2                                  # no step beyond the last
+
+
+def test_schedules_are_piecewise_constant():
+  schedule = ((0, 32_768), (8_200, 65_536))
+  assert scheduled(schedule, 0, 1) == 32_768
+  assert scheduled(schedule, 8_199, 1) == 32_768
+  assert scheduled(schedule, 8_200, 1) == 65_536
+  assert scheduled((), 5, 7) == 7
 
 
 def _cli(workdir, *overrides, **kwargs):
@@ -88,7 +145,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
 
 def test_report_renders_plots_and_table(reference_run, tmp_path):
   workdir, _ = reference_run
-  path = report.write_report(str(workdir), control=str(workdir))
+  path, _ = report.write_run_report(str(workdir), control=str(workdir))
   text = open(path).read()
   assert "| run |" in text and "| control |" in text
   for name in ("accuracy.png", "response_length.png", "reflection.png"):

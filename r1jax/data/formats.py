@@ -11,6 +11,7 @@ from typing import Any
 
 from r1jax.data.readers import field
 from r1jax.data.schema import DATA_TYPES, DataError, make_example
+from r1jax.rewards.extract import last_boxed
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -29,27 +30,12 @@ def gsm8k(row: dict[str, Any], where: str, split: str, index: int) -> dict[str, 
   return make_example(question, "math", gold, steps, f"gsm8k/{split}/{index}", where=where)
 
 
-def last_boxed(text: str) -> str | None:
-  """Contents of the last ``\\boxed{...}`` (or ``\\fbox{...}``), with nested braces balanced."""
-  start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-  if start < 0:
-    return None
-  i = text.index("{", start) + 1
-  depth, begin = 1, i
-  while i < len(text):
-    depth += {"{": 1, "}": -1}.get(text[i], 0)
-    if depth == 0:
-      return text[begin:i].strip()
-    i += 1
-  return None
-
-
 def math(row: dict[str, Any], where: str, split: str, index: int) -> dict[str, Any]:
   problem = field(row, "problem", where)
   gold = row.get("answer")  # some mirrors ship the extracted answer; otherwise read \boxed{}
   if not isinstance(gold, str) or not gold.strip():
     gold = last_boxed(field(row, "solution", where))
-    if gold is None:
+    if gold is None or not gold.strip():
       raise DataError(f"{where}: field 'solution' has no \\boxed{{...}} answer (and no 'answer' field)")
   level = re.search(r"\d+", str(row.get("level", "")))
   return make_example(problem, "math", gold, int(level.group()) if level else 0,

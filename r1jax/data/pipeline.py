@@ -95,10 +95,9 @@ def make_batch(examples: Sequence[dict[str, Any]], tokenizer: Tokenizer, *, temp
       "prompt_tokens": batch,
       "prompt_mask": np.arange(max_prompt_len)[None, :] >= (max_prompt_len - lengths)[:, None],
       "prompt_lengths": lengths,
-      "difficulty": np.array([e["difficulty"] for e in examples], np.int32),
   }
-  for key in ("prompt", "data_type", "gold", "source_id"):
-    out[key] = np.array([e[key] for e in examples], dtype=object)
+  for key in FIELDS:
+    out[key] = np.array([e[key] for e in examples], np.int32 if key == "difficulty" else object)
   return out
 
 
@@ -258,13 +257,6 @@ def make_prompt_dataset(config: DataConfig, tokenizer: Tokenizer, split: str, *,
         num_workers=config.worker_count, per_worker_buffer_size=config.worker_buffer_size))
   return PromptDataset(ids, num_batches, batches_per_epoch, per_batch, len(scan.indices),
                        scan.total - len(scan.indices))
-
-
-def make_prompt_iterator(config: DataConfig, tokenizer: Tokenizer, split: str, *, seed: int,
-                         process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
-  """An iterator over this process's batches; ``get_state()`` / ``set_state()`` resume it exactly."""
-  return iter(make_prompt_dataset(config, tokenizer, split, seed=seed, process_index=process_index,
-                                  process_count=process_count).dataset)
 
 
 def load_examples(config: DataConfig, split: str, *, tokenizer: Tokenizer | None = None,

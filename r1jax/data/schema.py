@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-DATA_TYPES = ("math", "code", "stem", "logic")
+from r1jax.rewards.config import DATA_TYPES  # the types there is a verifier for
+
 FIELDS = ("prompt", "data_type", "gold", "difficulty", "source_id")
 SPLITS = ("train", "eval", "test")
 

@@ -23,8 +23,9 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from r1jax.models import hf_config, hf_names, transformer
 from r1jax.config import check_choice
+from r1jax.distributed import is_chief
+from r1jax.models import hf_config, hf_names, transformer
 from r1jax.models.config import DTYPES, ModelConfig
 from r1jax.models.hf_config import HFCheckpointError
 
@@ -230,7 +231,7 @@ def save_hf(model_cfg: ModelConfig, params: dict, path: str | os.PathLike, *,
     for key in m.path:
       leaf = leaf[key]
     leaves[m.path] = _host(leaf)
-  if jax.process_index() != 0:
+  if not is_chief():
     return
   root = pathlib.Path(path)
   root.mkdir(parents=True, exist_ok=True)

@@ -6,16 +6,17 @@ renormalised. Dispatch is dropless: token copies are sorted by expert and multip
 `jax.lax.ragged_dot`, one group per expert. When the current mesh has an `expert` axis of size
 > 1, the experts are sharded over it inside `shard_map`; each device sends every token copy to
 the device that owns its expert with a fixed-size `all_to_all` (sized for the worst case, so
-nothing is ever dropped), computes, and sends the results back.
+nothing is ever dropped), computes, and sends the results back. Which mesh axes those are is
+read from the logical-axis rules (`expert`, `expert_mlp`, `batch`), never named here.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 
 from r1jax import mesh as mesh_lib
 from r1jax.models import layers
@@ -73,16 +74,21 @@ def _routed(experts, x, weights, ids, *, num_experts, dtype, shards=1, expert_ax
 
 def _expert_parallel(experts, x, weights, ids, *, num_experts, dtype):
   mesh = mesh_lib.current_mesh()
-  if mesh is None or (mesh.shape["expert"] == 1 and mesh.shape["tensor"] == 1):
-    return _routed(experts, x, weights, ids, num_experts=num_experts, dtype=dtype)
-  token_spec = mesh_lib.logical_spec(("batch", None), x.shape, mesh, mesh_lib._CURRENT.get().rules)
-  e_axis = "expert" if mesh.shape["expert"] > 1 and num_experts % mesh.shape["expert"] == 0 else None
-  f = experts["gate"].shape[-1]
-  t_axis = "tensor" if mesh.shape["tensor"] > 1 and f % mesh.shape["tensor"] == 0 else None
-  in_specs = ({"gate": P(e_axis, None, t_axis), "up": P(e_axis, None, t_axis),
-               "down": P(e_axis, t_axis, None)}, token_spec, token_spec, token_spec)
+  plain = functools.partial(_routed, experts, x, weights, ids, num_experts=num_experts, dtype=dtype)
+  if mesh is None:
+    return plain()
+  rules = mesh_lib.current_rules()
+  # Inside shard_map each device holds its experts' slice of the FFN dim, whole along embed.
+  up = mesh_lib.logical_spec(("expert", None, "expert_mlp"), experts["gate"].shape, mesh, rules)
+  down = mesh_lib.logical_spec(("expert", "expert_mlp", None), experts["down"].shape, mesh, rules)
+  e_axis, t_axis = up[0], up[2]
+  if e_axis is None and t_axis is None:
+    return plain()
+  token_spec = mesh_lib.logical_spec(("batch", None), x.shape, mesh, rules)
+  shards = math.prod(mesh.shape[a] for a in ((e_axis,) if isinstance(e_axis, str) else e_axis or ()))
+  in_specs = ({"gate": up, "up": up, "down": down}, token_spec, token_spec, token_spec)
   fn = functools.partial(_routed, num_experts=num_experts, dtype=dtype, expert_axis=e_axis,
-                         shards=mesh.shape[e_axis] if e_axis else 1, tensor_axis=t_axis)
+                         shards=shards, tensor_axis=t_axis)
   return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=token_spec,
                        check_vma=False)(experts, x, weights, ids)
 

@@ -1,7 +1,7 @@
 """The reward model inside the RL loop: adds weight * sigmoid(score) to rewards from a set step.
 
-The trainer calls :meth:`PreferenceReward.apply` on each rollout's arrays (left-padded prompts,
-right-padded completions) before the advantages are computed; from `preference.start_step` on,
+The trainer calls :meth:`PreferenceReward.apply` on each rollout's rewards and learner groups
+(left-padded prompts, right-padded completions) before the advantages are computed; from `preference.start_step` on,
 each sample's reward gains the bounded preference term, so `weight` sets its share against the
 rule rewards (accuracy 1, format, language). Before that step it changes nothing, which is how
 stage 2 uses preference rewards for its last N steps only.
@@ -17,6 +17,7 @@ import numpy as np
 from r1jax.data.tokenizers import Tokenizer, load_tokenizer
 from r1jax.reward_model import model as rm
 from r1jax.reward_model.config import PreferenceConfig
+from r1jax.rl.batch import Groups
 
 _PROBE = "A conversation between User and Assistant. <think> 12 + 7 = 19. </think>"
 
@@ -38,21 +39,21 @@ class PreferenceReward:
   def from_config(cls, cfg: PreferenceConfig, tokenizer: Tokenizer) -> "PreferenceReward | None":
     return cls(cfg, tokenizer) if cfg.model else None
 
-  def scores(self, arrays) -> np.ndarray:
-    """sigmoid(score) [N] of each prompt + completion in the learner arrays."""
-    prompts, prompt_mask = np.asarray(arrays["prompt_tokens"]), np.asarray(arrays["prompt_mask"])
-    completions, completion_mask = (np.asarray(arrays["completion_tokens"]),
-                                    np.asarray(arrays["completion_mask"]))
+  def scores(self, groups: Groups) -> np.ndarray:
+    """sigmoid(score) [N] of each prompt + completion of the learner's groups."""
+    prompts, prompt_mask = np.asarray(groups.prompt_tokens), np.asarray(groups.prompt_mask)
+    completions = np.asarray(groups.completion_tokens)
+    completion_mask = np.asarray(groups.completion_mask)
     g = completions.shape[0] // prompts.shape[0]
     seqs = [np.concatenate([prompts[i // g][prompt_mask[i // g]], row[mask]])
             for i, (row, mask) in enumerate(zip(completions, completion_mask))]
     tokens, lengths = rm.right_padded(seqs, prompts.shape[1] + completions.shape[1], 0)
     return np.asarray(jax.nn.sigmoid(self._score(self.params, tokens, lengths)))
 
-  def apply(self, arrays, step: int) -> dict[str, float]:
-    """Adds the preference term to arrays["rewards"] in place once `step` >= start_step."""
+  def apply(self, groups: Groups, rewards, step: int) -> tuple[np.ndarray, dict[str, float]]:
+    """(rewards with the preference term added once `step` >= start_step, its metrics)."""
     if step < self.cfg.start_step:
-      return {}
-    value = self.scores(arrays)
-    arrays["rewards"] = np.asarray(arrays["rewards"], np.float32) + self.cfg.weight * value
-    return {"reward/preference_mean": float(value.mean())}
+      return rewards, {}
+    value = self.scores(groups)
+    rewards = np.asarray(rewards, np.float32) + self.cfg.weight * value
+    return rewards, {"reward/preference_mean": float(value.mean())}

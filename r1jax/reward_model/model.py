@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax import models
+from r1jax.distributed import is_chief
 from r1jax.models import ModelConfig, load_hf, save_hf, trunk
 
 HEAD_FILE = "reward_head.npz"
@@ -23,6 +25,11 @@ HEAD_FILE = "reward_head.npz"
 def init_head(model_cfg: ModelConfig) -> dict:
   # Zero init: every response starts equally good, so early scores carry no spurious preference.
   return {"w": jnp.zeros((model_cfg.dim,), jnp.float32), "b": jnp.zeros((), jnp.float32)}
+
+
+def param_axes(model_cfg: ModelConfig) -> dict:
+  """Logical axes of the reward model's params: the policy trunk's, and the head's."""
+  return {"trunk": models.param_axes(model_cfg), "head": {"w": ("embed",), "b": ()}}
 
 
 def scores(model_cfg: ModelConfig, params, tokens, lengths):
@@ -51,7 +58,7 @@ def right_padded(sequences: Sequence[Sequence[int]], length: int, pad_id: int
 def save(model_cfg: ModelConfig, params, directory: str, tokenizer_from: str | None) -> str:
   params = jax.device_get(params)
   save_hf(model_cfg, params["trunk"], directory, tokenizer_from=tokenizer_from)
-  if jax.process_index() == 0:
+  if is_chief():
     np.savez(os.path.join(directory, HEAD_FILE), w=np.asarray(params["head"]["w"]),
              b=np.asarray(params["head"]["b"]))
   return directory

@@ -1,30 +1,30 @@
-"""Bradley-Terry training of the scalar reward model, and the `reward_model` job.
+"""Bradley-Terry training of the scalar reward model.
 
 Loss per pair: -log sigmoid(s(prompt, chosen) - s(prompt, rejected)), averaged over the batch.
-The trunk starts from the experiment's base model (as R1's reward models start from the policy
-family), the head from zero. The job trains on the pairs of `reward_model.data` (or the synthetic
-set), reports pairwise accuracy on held-out pairs before and after, and writes `<workdir>/export`.
+The trunk starts from a policy (as R1's reward models start from the policy family), the head
+from zero. :func:`rm_step` is the pure step, jitted with explicit shardings and the state donated
+(`r1jax.rl.step.jit_step`); :func:`pairwise_accuracy` measures held-out pairs.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
+from r1jax import mesh as mesh_lib
 from r1jax.data.pipeline import prompt_token_ids
 from r1jax.data.templates import apply_template
 from r1jax.metrics import MetricsWriter
-from r1jax.policy import load_policy, resolve
+from r1jax.models import ModelConfig
 from r1jax.reward_model import model as rm
-from r1jax.reward_model.preferences import read_pairs, synthetic_pairs
+from r1jax.reward_model.config import RewardModelConfig
+from r1jax.rl.config import OptimConfig
 from r1jax.rl.optim import make_optimizer
+from r1jax.rl.step import TrainState, init_train_state, jit_step
 from r1jax.sft.train import epoch_batch
 
 
@@ -60,61 +60,34 @@ def pairwise_accuracy(model_cfg, params, data: dict[str, np.ndarray], batch: int
   return float(np.concatenate(wins).mean())
 
 
-def train_reward_model(model_cfg, cfg, optim_cfg, params, train: dict[str, np.ndarray],
-                       writer: MetricsWriter | None = None):
+def rm_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, state: TrainState, batch):
+  """One Bradley-Terry update on a batch of encoded pairs -> (state, {"loss"})."""
+  loss, grads = jax.value_and_grad(
+      lambda p: bradley_terry_loss(*_pair_scores(model_cfg, p, batch)))(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return TrainState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), {
+      "loss": loss}
+
+
+def train_reward_model(model_cfg: ModelConfig, cfg: RewardModelConfig, optim_cfg: OptimConfig,
+                       params, train: dict[str, np.ndarray], writer: MetricsWriter | None = None,
+                       *, mesh=None, rules=mesh_lib.DEFAULT_RULES):
   """Trains params on the encoded pairs with the Bradley-Terry loss; returns (params, losses)."""
-  tx = make_optimizer(optim_cfg, params)
-
-  @jax.jit
-  def step(params, opt_state, batch):
-    def loss_fn(p):
-      return bradley_terry_loss(*_pair_scores(model_cfg, p, batch))
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  opt_state = tx.init(params)
+  mesh = mesh or mesh_lib.make_mesh(mesh_lib.MeshConfig(), jax.devices()[:1])
+  state = init_train_state(model_cfg, optim_cfg, params, mesh, rules,
+                           axes=rm.param_axes(model_cfg))
   n = len(train["chosen_lengths"])
+  first = {k: v[epoch_batch(n, 0, cfg.batch_pairs, cfg.seed)] for k, v in train.items()}
+  step = jit_step(functools.partial(rm_step, model_cfg, make_optimizer(optim_cfg)),
+                  jax.tree.map(lambda x: x.sharding, state), first, mesh, rules)
   losses = []
   for i in range(cfg.steps):
     idx = epoch_batch(n, i, cfg.batch_pairs, cfg.seed)
-    params, opt_state, loss = step(params, opt_state, {k: v[idx] for k, v in train.items()})
+    state, metrics = step(state, {k: v[idx] for k, v in train.items()})
     if (i + 1) % cfg.log_every == 0 or i + 1 == cfg.steps:
-      losses.append(float(loss))
+      losses.append(float(metrics["loss"]))
       if not np.isfinite(losses[-1]):
         raise FloatingPointError(f"reward-model loss is {losses[-1]} at step {i + 1}")
       if writer is not None:
         writer.write(i + 1, {"loss": losses[-1]})
-  return params, losses
-
-
-def run(exp, workdir: str) -> dict[str, Any]:
-  """The `reward_model` job: returns {"accuracy_before", "accuracy_after", ...}."""
-  cfg = exp.reward_model
-  model_cfg, policy_params, tokenizer = load_policy(exp.base_model, exp.model, exp.tokenizer,
-                                                    cfg.seed)
-  pairs = read_pairs(cfg.data) if cfg.data else synthetic_pairs(cfg.num_pairs, cfg.seed)
-  order = np.random.default_rng(cfg.seed).permutation(len(pairs))
-  heldout = max(1, int(len(pairs) * cfg.heldout_fraction))
-  if heldout >= len(pairs):
-    raise ValueError(f"{len(pairs)} preference pairs leave none for training after holding out "
-                     f"{heldout}")
-  encoded = encode_pairs(pairs, tokenizer, exp.data.template, cfg.max_len)
-  test = {k: v[order[:heldout]] for k, v in encoded.items()}
-  train = {k: v[order[heldout:]] for k, v in encoded.items()}
-  params = {"trunk": policy_params, "head": rm.init_head(model_cfg)}
-  before = pairwise_accuracy(model_cfg, params, test)
-  writer = MetricsWriter(workdir)
-  params, losses = train_reward_model(model_cfg, cfg, exp.optim, params, train, writer)
-  writer.close()
-  summary = {"pairs": len(pairs), "heldout": heldout, "accuracy_before": before,
-             "accuracy_after": pairwise_accuracy(model_cfg, params, test),
-             "first_loss": losses[0], "last_loss": losses[-1]}
-  rm.save(model_cfg, params, os.path.join(workdir, "export"),
-          resolve(exp.base_model) if exp.base_model else None)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-      json.dump(summary, f, indent=2)
-  logging.info("reward model: held-out pairwise accuracy %.3f -> %.3f", before,
-               summary["accuracy_after"])
-  return summary
+  return state.params, losses

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from r1jax.rewards import extract, sandbox
 
-STATUSES = ("ok", "failed", "timeout", "memory", "crashed", "output_limit")
+STATUSES = ("ok", "failed", "timeout", "memory", "crashed", "output_limit", "backstop")
 MODES = ("fraction", "all_or_nothing")
 # Builtins the parent may evaluate in a test's own (trusted) part; anything else is the program's.
 SAFE_BUILTINS = ("abs", "all", "any", "bool", "bytes", "chr", "complex", "dict", "divmod",
@@ -64,10 +64,17 @@ class _StdioTests:
   outputs: tuple[str, ...]
 
 
-def execute(program: str, tests: str, *, time_limit_s: float, memory_limit_mb: int) -> ExecResult:
-  """Runs ``program`` against ``tests`` in a fresh sandbox; raises ValueError for malformed tests."""
+def execute(program: str, tests: str, *, time_limit_s: float, memory_limit_mb: int,
+            wall_limit_s: float | None = None) -> ExecResult:
+  """Runs ``program`` against ``tests`` in a fresh sandbox; raises ValueError for malformed tests.
+
+  ``time_limit_s`` is the program's charged time (CPU plus idle, see ``program_clock``), so the
+  verdict does not depend on how busy the host is. ``wall_limit_s`` is the wall-clock backstop
+  (default: ``sandbox.Limits.backstop_s``); status ``backstop`` means it ended the run, which says
+  nothing about the program (the reward service runs it once more).
+  """
   spec = parse_tests(tests)
-  limits = sandbox.Limits(time_s=time_limit_s, memory_mb=memory_limit_mb)
+  limits = sandbox.Limits(time_s=time_limit_s, memory_mb=memory_limit_mb, wall_s=wall_limit_s)
   if isinstance(spec, _StdioTests):
     result = sandbox.run({"mode": "stdio", "program": program, "setup": "",
                           "items": list(spec.inputs)}, limits)
@@ -85,23 +92,24 @@ def execute(program: str, tests: str, *, time_limit_s: float, memory_limit_mb: i
 
 
 def judge(completion: str, tests: str, *, mode: str = "fraction", time_limit_s: float = 2.0,
-          memory_limit_mb: int = 512) -> tuple[float, str]:
+          memory_limit_mb: int = 512, wall_limit_s: float | None = None) -> tuple[float, str]:
   """(reward, status) for a completion whose answer holds a fenced ```python block."""
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
   program = extract.fenced_code(extract.answer_region(completion))
   if program is None:
     return 0.0, "no_answer"
-  result = execute(program, tests, time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb)
+  result = execute(program, tests, time_limit_s=time_limit_s, memory_limit_mb=memory_limit_mb,
+                   wall_limit_s=wall_limit_s)
   if mode == "all_or_nothing":
     return float(result.total > 0 and result.passed == result.total), result.status
   return result.fraction, result.status
 
 
 def score(completion: str, tests: str, *, mode: str = "fraction", time_limit_s: float = 2.0,
-          memory_limit_mb: int = 512) -> float:
+          memory_limit_mb: int = 512, wall_limit_s: float | None = None) -> float:
   return judge(completion, tests, mode=mode, time_limit_s=time_limit_s,
-               memory_limit_mb=memory_limit_mb)[0]
+               memory_limit_mb=memory_limit_mb, wall_limit_s=wall_limit_s)[0]
 
 
 def parse_tests(tests: str) -> _AssertTests | _StdioTests:

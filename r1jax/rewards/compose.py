@@ -2,7 +2,9 @@
 
 ``score_one`` never raises: a verifier that raises gives 0 with status ``crashed``, one that runs
 out of time gives 0 with status ``timeout``, and both are reported so the service can count them.
-``score_batch`` is the same over a batch, packed as the arrays the trainer consumes.
+Status ``backstop`` means a verifier's wall-clock backstop ended it (a busy host, not a verdict);
+the service retries such an item once. ``score_batch`` is the same over a batch, without retries,
+packed as the arrays the trainer consumes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from r1jax.rewards import math as math_verifier
 from r1jax.rewards.config import DATA_TYPES, RewardConfig
 
 COMPONENTS = ("accuracy", "format", "language")
-TIMEOUT_STATUSES = ("timeout",)
+TIMEOUT_STATUSES = ("timeout", "backstop")
 _NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(?:[eE][-+]?\d+)?$")
 
 
@@ -28,6 +30,7 @@ class RewardBatch:
   components: dict[str, np.ndarray]  # name -> [N] float32
   timed_out: np.ndarray              # [N] bool
   crashed: np.ndarray                # [N] bool
+  retried: np.ndarray                # [N] bool: hit a wall-clock backstop once and was run again
 
   @classmethod
   def from_results(cls, results: Sequence[Mapping]) -> "RewardBatch":
@@ -35,11 +38,13 @@ class RewardBatch:
         reward=np.array([r["reward"] for r in results], np.float32),
         components={c: np.array([r[c] for r in results], np.float32) for c in COMPONENTS},
         timed_out=np.array([r["status"] in TIMEOUT_STATUSES for r in results], bool),
-        crashed=np.array([r["status"] == "crashed" for r in results], bool))
+        crashed=np.array([r["status"] == "crashed" for r in results], bool),
+        retried=np.array([r["retried"] for r in results], bool))
 
 
 def score_one(config: RewardConfig, completion: str, example: Mapping) -> dict:
-  """{"reward", "accuracy", "format", "language", "status", "verifier_status"} for one completion."""
+  """{"reward", "accuracy", "format", "language", "status", "verifier_status", "retried"} for one
+  completion (``retried`` is always False here: retrying is the service's business)."""
   try:
     accuracy, status = _accuracy(config, completion, example)
     verifier_status = status
@@ -53,7 +58,7 @@ def score_one(config: RewardConfig, completion: str, example: Mapping) -> dict:
   weight = config.weight(example["data_type"]) if example.get("data_type") in DATA_TYPES else 0.0
   total = weight * accuracy + config.format_weight * fmt_value + config.language_weight * lang_value
   return {"reward": total, "accuracy": accuracy, "format": fmt_value, "language": lang_value,
-          "status": status, "verifier_status": verifier_status}
+          "status": status, "verifier_status": verifier_status, "retried": False}
 
 
 def score_batch(config: RewardConfig, completions: Sequence[str],
@@ -66,7 +71,7 @@ def score_batch(config: RewardConfig, completions: Sequence[str],
 def failed_result(status: str) -> dict:
   """The result recorded for an item the service gave up on (``timeout`` or ``crashed``)."""
   return {"reward": 0.0, **{c: 0.0 for c in COMPONENTS}, "status": status,
-          "verifier_status": status}
+          "verifier_status": status, "retried": False}
 
 
 def _accuracy(config: RewardConfig, completion: str, example: Mapping) -> tuple[float, str]:
@@ -76,7 +81,8 @@ def _accuracy(config: RewardConfig, completion: str, example: Mapping) -> tuple[
   if data_type == "code":
     return code.judge(completion, gold, mode=config.code_mode,
                       time_limit_s=config.code_time_limit_s,
-                      memory_limit_mb=config.code_memory_limit_mb)
+                      memory_limit_mb=config.code_memory_limit_mb,
+                      wall_limit_s=config.code_wall_limit_s)
   if data_type == "stem":
     return choice.score(completion, gold), "ok"
   if data_type == "logic":

@@ -2,9 +2,12 @@
 
 The total reward of a completion is ``<type>_weight * accuracy + format_weight * format +
 language_weight * language``, where accuracy comes from the verifier for the example's data type.
-Time limits bound one verification; the service's per-item deadline (which must exceed them) is the
-hard backstop that replaces a stuck worker, and the per-batch deadline bounds how long the trainer
-waits in ``collect``.
+Time limits bound one verification in CPU time (for code, CPU plus idle time of the program; see
+``program_clock``), so verdicts do not depend on how busy the host is. Two wall-clock backstops
+catch what those clocks cannot see: the sandbox's (``code_wall_limit_s``, default 10 times the
+code limit and at least 10 s) and the service's per-item deadline, which replaces a stuck worker;
+an item that reaches either runs once more before it scores 0. The per-batch deadline bounds how
+long the trainer waits in ``collect``.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ class RewardConfig:
   code_mode: str = "fraction"
   code_time_limit_s: float = 2.0
   code_memory_limit_mb: int = 512
+  code_wall_limit_s: float | None = None
   math_time_limit_s: float = 2.0
   num_workers: int = 2
-  item_deadline_s: float = 15.0
+  item_deadline_s: float = 60.0
   batch_deadline_s: float = 300.0
   queue_bound: int = 4096
 
@@ -47,6 +51,8 @@ class RewardConfig:
     check_choice("code_mode", self.code_mode, MODES)
     check_range("code_time_limit_s", self.code_time_limit_s, 0.0, 600.0, low_open=True)
     check_range("code_memory_limit_mb", self.code_memory_limit_mb, 32, 1 << 16)
+    if self.code_wall_limit_s is not None:
+      check_range("code_wall_limit_s", self.code_wall_limit_s, self.code_time_limit_s, 3600.0)
     check_range("math_time_limit_s", self.math_time_limit_s, 0.0, 600.0, low_open=True)
     check_range("num_workers", self.num_workers, 0, 1024)
     check_range("queue_bound", self.queue_bound, 1, None)

@@ -4,10 +4,13 @@ Builds on ``math_verify`` (LaTeX and plain parsing into sympy; sets, intervals, 
 percentages, units) and corrects it where it is too lenient: its numeric comparison chops tiny
 differences to zero (so 1/2^99 equalled 1/2^98) and rounds floats to 6 decimals (so 1e-10 equalled
 2e-10). Every numeric match it reports is re-checked here at 50 digits: exact values must agree to
-a relative 1e-12, written decimals to a relative 5e-6. Its SIGALRM timeouts are switched off (they
-only work in the main thread) and replaced by a trace-function deadline that works in any thread;
-inputs that would make a single C-level operation explode (2^{10^9}) are refused before parsing.
-The reward service's worker processes remain the hard backstop.
+a relative 1e-12, written decimals to a relative 5e-6. It also reads notation the way a grader
+does: every spelling of the empty set is one set, ``i`` is the imaginary unit (so ``e^{i\pi} = -1``
+and ``i^2 = -1``), and a symbol means the same whatever the surrounding text made the parser assume.
+Its SIGALRM timeouts are switched off (they only work in the main thread) and replaced by a
+trace-function deadline on the thread's CPU time, so a busy host does not change a verdict; inputs
+that would make a single C-level operation explode (2^{10^9}) are refused before parsing. The
+reward service's wall-clock deadline per item remains the hard backstop.
 """
 
 from __future__ import annotations
@@ -34,7 +37,14 @@ _EXPLOSIVE = re.compile(
     r"|\d{5,}\s*!"                                   # factorial of a five-digit number
     r"|\d\s*(\^|\*\*)\s*[{(][^{}()]*\d\s*(\^|\*\*)")  # numeric power towers 2^{10^{9}}
 _UNICODE = {"\u2212": "-", "\u00b0": "^\\circ", "\u00d7": "\\times", "\u2264": "\\le",
-            "\u2265": "\\ge", "\u221e": "\\infty", "\u03c0": "\\pi", "\u221a": "\\sqrt"}
+            "\u2265": "\\ge", "\u221e": "\\infty", "\u03c0": "\\pi", "\u221a": "\\sqrt",
+            "\u2205": "\\emptyset"}
+# Spellings the parser misreads: \varnothing becomes a symbol, \{ \} with spacing a string, and
+# \mathrm{i} is dropped (so 2\mathrm{i} read as 2).
+_EMPTY_SET = re.compile(
+    r"\\varnothing(?![a-zA-Z])|\\(?:left\\)?\{(?:\s|\\[,;:! ])*\\(?:right\\)?\}")
+_IMAGINARY_UNIT = re.compile(r"\\(?:mathrm|text|textrm|operatorname)\{i\}|\\imath(?![a-zA-Z])")
+_I = sympy.Symbol("i", real=True)
 
 # math_verify warns once that its (SIGALRM) timeout is disabled: ours replaces it.
 logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -76,17 +86,25 @@ def equivalent(answer: str, gold: str, *, time_limit_s: float = DEFAULT_TIME_LIM
 
 @contextlib.contextmanager
 def deadline(seconds: float):
-  """Raises MathTimeout in this thread once ``seconds`` have passed (checked at each Python call).
+  """Raises MathTimeout once this thread has used ``seconds`` of CPU time (checked at Python calls).
 
+  CPU time, not wall time: a verification gets the same verdict on a busy host as on a quiet one.
   A trace function is per-thread and needs no signal, so this works off the main thread. It cannot
   interrupt one long C call; ``_safe`` keeps those out and the worker pool kills what remains.
   """
-  end = time.monotonic() + seconds
-  clock = time.monotonic
+  cpu, wall = time.thread_time, time.monotonic
+  end = cpu() + seconds
+  # Reading the thread's CPU clock is a system call, ~10x dearer than the wall clock, and sympy
+  # makes millions of calls. A thread cannot use more CPU than the wall time that passes, so the
+  # CPU clock need only be read once the wall clock has advanced by the CPU time still left.
+  next_read = [wall() + seconds]
 
   def tracer(frame, event, arg):
-    if clock() > end:
-      raise MathTimeout()
+    if wall() >= next_read[0]:
+      left = end - cpu()
+      if left <= 0:
+        raise MathTimeout()
+      next_read[0] = wall() + max(left, 1e-3)
     return None  # no per-line tracing: only calls are checked, which keeps the overhead low
 
   previous = sys.gettrace()
@@ -95,7 +113,7 @@ def deadline(seconds: float):
     yield
   finally:
     sys.settrace(previous)
-  if clock() > end:
+  if cpu() > end:
     # A library may have swallowed the exception; a late answer still counts as a timeout.
     raise MathTimeout()
 
@@ -108,6 +126,7 @@ def _normalize(text: str) -> str:
   text = text.strip()
   for old, new in _UNICODE.items():
     text = text.replace(old, new)
+  text = _IMAGINARY_UNIT.sub("i", _EMPTY_SET.sub(r"\\emptyset ", text))
   text = text.strip().rstrip(".").strip()
   if not any(d in text for d in ("$", "\\(", "\\[")):
     text = f"${text}$"
@@ -117,7 +136,30 @@ def _normalize(text: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _parse(text: str) -> tuple:
   # Cached: the same gold is parsed for every one of the G samples of a prompt.
-  return tuple(math_verify.parse(text, parsing_timeout=None))
+  return tuple(_as_grader_reads(x) if isinstance(x, (sympy.Basic, sympy.MatrixBase)) else x
+               for x in math_verify.parse(text, parsing_timeout=None))
+
+
+def _as_grader_reads(expr):
+  """One real symbol per name, and a free ``i`` as the imaginary unit.
+
+  The parser makes symbols non-real when it sees a standalone ``i`` (``1+2 i``) but real otherwise
+  (``1+2i``), and symbols of one name with different assumptions never compare equal.
+  """
+  renames = {s: sympy.Symbol(s.name, real=True) for s in expr.atoms(sympy.Symbol)
+             if type(s) is sympy.Symbol and s.is_real is not True}  # not Dummy or Wild
+  if renames:
+    expr = expr.xreplace(renames)
+  if _I not in expr.free_symbols:  # a bound i (a summation index) stays a variable
+    return expr
+  try:
+    unit = expr.subs(_I, sympy.I)
+  except (TypeError, ValueError):  # an ordering such as i > 0: i was a real variable
+    return expr
+  # `i = 3` would collapse to False: there i names a variable, not the unit.
+  if unit.atoms(sympy.logic.boolalg.BooleanAtom) - expr.atoms(sympy.logic.boolalg.BooleanAtom):
+    return expr
+  return unit
 
 
 def _strict_numeric_eq(a, b, float_rounding: int, numeric_precision: int) -> bool:

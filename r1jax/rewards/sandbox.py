@@ -10,6 +10,12 @@ missing), and only then runs the model's code. Results travel back as JSON lines
 design does not rely on the program being unable to write there: the child is never given the
 expected answers, only the expressions or stdin to evaluate, and the parent does all judging. So a
 forged line is at best a guessed answer. See ``docs/sandbox.md`` for the threat model.
+
+The time limit is charged by ``program_clock`` (CPU time of the program's processes plus the time
+it sat idle, never the time it waited for a CPU), so a busy host does not change a verdict. Wall
+clock is only a generous backstop (``Limits.backstop_s``); a run that hits it has status
+``backstop``, which the reward service retries once. Work directories are made under
+``$R1JAX_SANDBOX_DIR`` when set, else the system temp directory.
 """
 
 from __future__ import annotations
@@ -28,8 +34,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 NOBODY = 65534
-# Time the harness may take to start (interpreter, namespaces, preloads) before the program's clock.
-STARTUP_DEADLINE_S = 15.0
+# The wall-clock backstop, unless Limits.wall_s says otherwise: this many times the time limit, and
+# at least BACKSTOP_MIN_S, once for the harness's start-up and once for the program. Only a starved
+# host or a process the program's clock cannot see reaches it.
+BACKSTOP_FACTOR = 10.0
+BACKSTOP_MIN_S = 10.0
+# How often the parent samples the program's clock.
+CLOCK_POLL_S = 0.05
 # Time the harness gets to exit on its own once the program's channel is closed.
 EXIT_GRACE_S = 2.0
 # Imported by the harness while it can still read the interpreter's files: after dropping to
@@ -49,22 +60,43 @@ _BLOCKED_EVENTS = ("socket.", "ctypes.", "os.system", "os.exec", "os.posix_spawn
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-  """Resource limits for one program run; ``time_s`` is wall and CPU time for the program itself."""
+  """Resource limits for one program run.
+
+  ``time_s`` is the program's charged time (``program_clock``: CPU time of all its processes plus
+  idle time); ``wall_s`` the wall-clock backstop, for start-up and again for the program (default:
+  see BACKSTOP_FACTOR).
+  """
   time_s: float
   memory_mb: int
   max_processes: int = 16
   max_file_mb: int = 8
   max_output_bytes: int = 1 << 20
   max_open_files: int = 64
+  wall_s: float | None = None
+
+  def __post_init__(self):
+    if not self.time_s > 0:
+      raise ValueError(f"Limits.time_s must be positive, got {self.time_s!r}")
+    if self.wall_s is not None and not self.wall_s >= self.time_s:
+      raise ValueError(f"Limits.wall_s (the wall-clock backstop) must be at least time_s "
+                       f"({self.time_s!r}), got {self.wall_s!r}")
+
+  @property
+  def backstop_s(self) -> float:
+    if self.wall_s is not None:
+      return self.wall_s
+    return max(BACKSTOP_FACTOR * self.time_s, BACKSTOP_MIN_S)
 
 
 @dataclasses.dataclass(frozen=True)
 class RunResult:
   """What came back: per-item records in item order (None where missing) and an overall status.
 
-  status: ``ok`` (the harness finished all items), ``timeout``, ``memory``, ``output_limit`` or
-  ``crashed`` (the program could not be loaded, or the process died). ``isolation`` lists the
-  mechanisms that were active, e.g. ``("netns", "mountns", "pidns", "setuid")``.
+  status: ``ok`` (the harness finished all items), ``timeout`` (the program used up its charged
+  time), ``memory``, ``output_limit``, ``crashed`` (the program could not be loaded, or the process
+  died) or ``backstop`` (the wall clock ran out first: a verdict on the host, not on the program).
+  ``isolation`` lists the mechanisms that were active, e.g. ``("netns", "mountns", "pidns",
+  "setuid")``.
   """
   records: tuple[dict | None, ...]
   status: str
@@ -76,7 +108,7 @@ class RunResult:
 def run(job: Mapping[str, Any], limits: Limits) -> RunResult:
   """Runs ``job`` ({"mode": "calls"|"stdio", "program", "setup", "items"}) in a fresh jail."""
   n_items = len(job["items"])
-  workdir = tempfile.mkdtemp(prefix="r1jax-sbx-")
+  workdir = tempfile.mkdtemp(prefix="r1jax-sbx-", dir=work_root())
   read_fd, write_fd = os.pipe()
   start = time.monotonic()
   proc = None
@@ -84,7 +116,8 @@ def run(job: Mapping[str, Any], limits: Limits) -> RunResult:
     if os.geteuid() == 0:
       os.chown(workdir, NOBODY, NOBODY)
     payload = json.dumps({"job": dict(job), "limits": dataclasses.asdict(limits),
-                          "workdir": workdir, "result_fd": write_fd}).encode()
+                          "workdir": workdir, "result_fd": write_fd,
+                          "parent": os.getpid()}).encode()
     proc = subprocess.Popen(
         [sys.executable, "-I", "-S", os.path.abspath(__file__)],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -96,7 +129,7 @@ def run(job: Mapping[str, Any], limits: Limits) -> RunResult:
       proc.stdin.close()
     except BrokenPipeError:
       pass
-    lines, why = _read_channel(read_fd, limits)
+    lines, why = _read_channel(read_fd, limits, proc.pid)
     if not why:
       try:  # the harness still has to reap the jail; give it a moment before killing it
         proc.wait(timeout=EXIT_GRACE_S)
@@ -106,10 +139,20 @@ def run(job: Mapping[str, Any], limits: Limits) -> RunResult:
     if write_fd >= 0:
       os.close(write_fd)
     os.close(read_fd)
-    if proc is not None:
-      _kill_tree(proc)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+      if proc is not None:
+        _kill_tree(proc)
+    finally:
+      shutil.rmtree(workdir, ignore_errors=True)
   return _assemble(lines, why, proc.returncode if proc else None, n_items, time.monotonic() - start)
+
+
+def work_root() -> str:
+  """Where work directories are made: ``$R1JAX_SANDBOX_DIR`` or the system temp directory."""
+  root = os.environ.get("R1JAX_SANDBOX_DIR")
+  if root and not os.path.isdir(root):
+    raise ValueError(f"R1JAX_SANDBOX_DIR={root!r} is not a directory")
+  return root or tempfile.gettempdir()
 
 
 def _clean_env(workdir: str) -> dict[str, str]:
@@ -118,21 +161,29 @@ def _clean_env(workdir: str) -> dict[str, str]:
           "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8"}
 
 
-def _read_channel(fd: int, limits: Limits) -> tuple[list[bytes], str]:
+def _read_channel(fd: int, limits: Limits, harness_pid: int) -> tuple[list[bytes], str]:
   """Reads result lines until EOF; returns (lines, reason) with reason '' or why reading stopped."""
+  from r1jax.rewards.program_clock import ProgramClock  # parent side only, like psutil
+
   os.set_blocking(fd, False)
   buf = bytearray()
-  deadline = time.monotonic() + STARTUP_DEADLINE_S
-  started = False
+  backstop = time.monotonic() + limits.backstop_s
+  clock = None
+  next_sample = 0.0
   why = ""
   with selectors.DefaultSelector() as sel:
     sel.register(fd, selectors.EVENT_READ)
     while True:
-      left = deadline - time.monotonic()
-      if left <= 0:
-        why = "timeout" if started else "startup"
+      now = time.monotonic()
+      if now >= backstop:
+        why = "backstop"
         break
-      if not sel.select(timeout=min(left, 0.5)):
+      if clock is not None and now >= next_sample:
+        if clock.charged_s() > limits.time_s:
+          why = "timeout"
+          break
+        next_sample = now + CLOCK_POLL_S
+      if not sel.select(timeout=min(backstop - now, CLOCK_POLL_S)):
         continue
       try:
         chunk = os.read(fd, 1 << 16)
@@ -144,10 +195,10 @@ def _read_channel(fd: int, limits: Limits) -> tuple[list[bytes], str]:
       if len(buf) > limits.max_output_bytes + (1 << 16):
         why = "output_limit"
         break
-      if not started and b"\n" in buf:
-        # The harness's first line says the program is about to run: start its clock now.
-        started = True
-        deadline = time.monotonic() + limits.time_s
+      if clock is None and b"\n" in buf:
+        # The jail's first line says the program is about to run: start its clock now.
+        clock = ProgramClock(harness_pid)
+        backstop = time.monotonic() + limits.backstop_s
   return bytes(buf).split(b"\n"), why
 
 
@@ -209,8 +260,8 @@ def _assemble(lines: Sequence[bytes], why: str, returncode: int | None, n_items:
     k = msg.get("i")
     if isinstance(k, int) and 0 <= k < n_items and records[k] is None:
       records[k] = msg
-  if why in ("timeout", "startup"):
-    status = "timeout"
+  if why in ("timeout", "backstop"):
+    status = why
   elif why == "output_limit" or output_limit:
     status = "output_limit"
   elif memory:
@@ -233,7 +284,8 @@ def _harness_main() -> None:
   job, limits, workdir, result_fd = spec["job"], spec["limits"], spec["workdir"], spec["result_fd"]
   child = []
   signal.signal(signal.SIGTERM, lambda *_: _abandon(child, workdir))
-  _die_with_parent()
+  _die_with_parent(spec["parent"], workdir)
+  _keep_priority(spec["parent"])
   pidns = _libc().unshare(0x20000000) == 0  # CLONE_NEWPID: our child is init of a new namespace
   for name in PRELOAD:
     __import__(name)
@@ -278,13 +330,27 @@ def _libc():
   return ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int, workdir: str) -> None:
   # If the worker that started us is killed, the kernel sends us SIGTERM (see _abandon).
   libc = _libc()
   libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
   libc.prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphaned daemons re-parent to us, not to init
-  if os.getppid() == 1:
+  if os.getppid() != parent:  # it died before the death signal was armed: nobody else cleans up
+    shutil.rmtree(workdir, ignore_errors=True)
     os._exit(1)
+
+
+def _keep_priority(parent: int) -> None:
+  """Gives our new session's scheduling group the nice value of the worker's. Where the kernel
+  shares CPUs between sessions first (autogroup), a new session would otherwise get a default
+  share, more than the worker's own when its session was niced (as a low-priority job's is)."""
+  try:
+    with open(f"/proc/{parent}/autogroup") as f:
+      nice = f.read().split()[-1]
+    with open("/proc/self/autogroup", "w") as f:
+      f.write(nice)
+  except (OSError, IndexError):
+    pass  # no autogroups here
 
 
 def _isolate(workdir: str) -> list[str]:

@@ -4,10 +4,13 @@ Workers are started with the ``spawn`` method (no inherited accelerator state, n
 any accelerator, import the verifiers once, then score one item at a time. A pump thread in the
 caller's process hands items to idle workers over per-worker pipes (so killing one worker can never
 corrupt another's channel), collects results, and replaces a worker that dies or passes the per-item
-deadline; that item scores 0 and counts as a crash or a timeout. ``submit`` may be called chunk by
-chunk as samples finish and blocks only when the bounded queue is full; ``collect`` returns the
-ticket's results in submission order, giving up on stragglers at the per-batch deadline.
-``num_workers=0`` scores inline in ``submit``, with the same results, for tests and debugging.
+deadline. The per-item deadline is wall clock, a backstop that a busy host can reach without any
+fault of the item, so such an item (like one whose verifier reports its own backstop) is run once
+more before it scores 0 as a timeout; a worker that dies scores its item 0 as a crash. ``submit``
+may be called chunk by chunk as samples finish and blocks only when the bounded queue is full;
+``collect`` returns the ticket's results in submission order, giving up on stragglers at the
+per-batch deadline. ``num_workers=0`` scores inline in ``submit``, with the same results and the
+same retry, for tests and debugging.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class RewardService:
     self._pending: collections.deque[int] = collections.deque()
     self._inputs: dict[int, tuple[str, dict]] = {}
     self._results: dict[int, dict] = {}
+    self._retried: set[int] = set()  # items run a second time after a backstop
     self._tickets: dict[int, list[int]] = {}
     self._ids = itertools.count()
     self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_WINDOW)
@@ -97,11 +101,11 @@ class RewardService:
       item = next(self._ids)
       example = dict(example)
       if not self._workers:
-        start = time.perf_counter()
-        result = compose.score_one(self._config, completion, example)
         with self._cond:
-          self._record(item, result, time.perf_counter() - start)
+          self._inputs[item] = (completion, example)
+          self._pending.append(item)
           self._tickets[ticket.id].append(item)
+        self._score_inline()
         continue
       with self._cond:
         deadline = time.monotonic() + self._config.batch_deadline_s
@@ -143,7 +147,8 @@ class RewardService:
       return {"verify_p50_s": float(np.percentile(lat, 50)),
               "verify_p99_s": float(np.percentile(lat, 99)),
               "items": self._counts["items"], "timeouts": self._counts["timeout"],
-              "crashes": self._counts["crashed"], "workers_replaced": self._counts["replaced"],
+              "retries": self._counts["retries"], "crashes": self._counts["crashed"],
+              "workers_replaced": self._counts["replaced"],
               "collect_wait_s": self._wait_s, "last_collect_wait_s": self._last_wait_s,
               "pending": len(self._pending),
               "workers_ready": sum(w.ready for w in self._workers)}
@@ -193,9 +198,46 @@ class RewardService:
     if self._broken:
       raise RuntimeError(self._broken)
 
-  def _record(self, item: int, result: dict, latency: float) -> None:
-    self._results[item] = result
+  def _score_inline(self) -> None:
+    """num_workers=0: scores the queue (this item, and its retry if it needs one) in this thread."""
+    while True:
+      with self._cond:
+        if not self._pending:
+          return
+        item = self._pending.popleft()
+        completion, example = self._inputs[item]
+      start = time.perf_counter()
+      result = compose.score_one(self._config, completion, example)
+      with self._cond:
+        self._finish(item, result, time.perf_counter() - start)
+
+  def _finish(self, item: int, result: dict, latency: float) -> None:
+    """An attempt's result (caller holds the lock): recorded, or the item queued once more."""
+    if item not in self._inputs or item in self._results:
+      return  # given up on by collect: the late answer is dropped
     self._latencies.append(latency)
+    if result["status"] == "backstop":
+      self._retry_or_fail(item)
+    else:
+      self._inputs.pop(item)
+      self._record(item, result)
+
+  def _retry_or_fail(self, item: int) -> None:
+    """After a wall-clock backstop (caller holds the lock): one more run, then a timeout."""
+    if item in self._retried:
+      self._inputs.pop(item, None)
+      self._record(item, compose.failed_result("timeout"))
+    else:
+      self._retried.add(item)
+      self._counts["retries"] += 1
+      self._pending.appendleft(item)  # ahead of new work: its batch has waited longest
+    self._cond.notify_all()
+
+  def _record(self, item: int, result: dict) -> None:
+    if item in self._retried:
+      self._retried.discard(item)
+      result = dict(result, retried=True)
+    self._results[item] = result
     self._counts["items"] += 1
     if result["status"] in ("timeout", "crashed"):
       self._counts[result["status"]] += 1
@@ -207,9 +249,7 @@ class RewardService:
       self._pending.remove(item)
     except ValueError:
       pass
-    self._results[item] = compose.failed_result(status)
-    self._counts["items"] += 1
-    self._counts[status] += 1
+    self._record(item, compose.failed_result(status))
 
   def _start_worker(self) -> _Worker:
     parent, child = self._ctx.Pipe()
@@ -226,11 +266,12 @@ class RewardService:
     w.conn.close()
     with self._cond:
       if w.item is not None and w.item not in self._results and w.item in self._inputs:
-        self._results[w.item] = compose.failed_result(status)
         self._latencies.append(time.monotonic() - w.started)
-        self._counts["items"] += 1
-        self._counts[status] += 1
-        self._inputs.pop(w.item, None)
+        if status == "timeout":  # the per-item deadline: a backstop
+          self._retry_or_fail(w.item)
+        else:
+          self._inputs.pop(w.item)
+          self._record(w.item, compose.failed_result(status))
       self._counts["replaced"] += 1
       self._startup_failures = 0 if w.ready else self._startup_failures + 1
       if self._startup_failures >= _MAX_STARTUP_FAILURES:
@@ -295,10 +336,8 @@ class RewardService:
       return
     item, result, latency = msg
     with self._cond:
-      if item in self._inputs and item not in self._results:
-        self._inputs.pop(item)
-        self._record(item, result, latency)
-        self._cond.notify_all()
+      self._finish(item, result, latency)
+      self._cond.notify_all()
     w.item = None
 
 

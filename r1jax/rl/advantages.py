@@ -56,13 +56,13 @@ def sequence_kl(old_logprobs, ref_logprobs, completion_mask, estimator: str = "k
   return jnp.sum(jnp.where(mask, kl, 0.0), axis=1)
 
 
-def rollout_advantages(cfg: GRPOConfig, rollout) -> jnp.ndarray:
-  """Advantages [N] for a rollout dict with `rewards` [N] (and, for the KL in the reward,
-  `old_logprobs`, `ref_logprobs`, `completion_mask`), as `cfg` prescribes."""
-  rewards = jnp.asarray(rollout["rewards"], jnp.float32)
+def rollout_advantages(cfg: GRPOConfig, groups, rewards) -> jnp.ndarray:
+  """Advantages [N] of `rewards` [N] for the outputs of `groups` (a `r1jax.rl.batch.Groups`, whose
+  log-probs and mask enter only with the KL in the reward), as `cfg` prescribes."""
+  rewards = jnp.asarray(rewards, jnp.float32)
   if cfg.kl_placement == "reward" and cfg.kl_coef:
-    rewards = rewards - cfg.kl_coef * sequence_kl(rollout["old_logprobs"], rollout["ref_logprobs"],
-                                                  rollout["completion_mask"], cfg.kl_estimator)
+    rewards = rewards - cfg.kl_coef * sequence_kl(groups.old_logprobs, groups.ref_logprobs,
+                                                  groups.completion_mask, cfg.kl_estimator)
   return group_advantages(rewards, cfg.num_generations, cfg.advantage, cfg.advantage_eps)
 
 

@@ -35,7 +35,8 @@ class GRPOConfig:
     sequence's summed KL (pi_old vs pi_ref) from its reward before the advantages.
   aggregation: "seq-mean-token-mean" (R1), "token-mean" (DAPO, over all tokens of the
     minibatch), "seq-mean-token-sum-norm" (Dr. GRPO: token sums / max_length, mean over outputs).
-  temperature: the sampler's temperature; log-probs are of log_softmax(logits / temperature).
+  G is `num_generations`, the one place it is set: the loop samples G outputs per prompt. The
+  sampling temperature is the rollout's (`rollout.temperature`), handed to the train step.
   """
   num_generations: int = 16            # G, outputs per prompt
   num_minibatches: int = 16            # M, optimizer steps per rollout per inner epoch
@@ -56,7 +57,6 @@ class GRPOConfig:
   mask_truncated: bool = False         # drop no-EOS outputs from the loss (DAPO overlong filter)
   dynamic_sampling: bool = False       # drop groups whose rewards have zero variance (DAPO)
   ref_reset_every: int = 400           # K: reference <- policy every K steps; 0 = never
-  temperature: float = 1.0
 
   def validate(self):
     check_range("num_generations", self.num_generations, 2)
@@ -79,7 +79,6 @@ class GRPOConfig:
     check_range("max_length", self.max_length, 0)
     check_range("entropy_coef", self.entropy_coef, 0.0)
     check_range("ref_reset_every", self.ref_reset_every, 0)
-    check_range("temperature", self.temperature, 0.0, low_open=True)
 
   @property
   def loss_kl_coef(self) -> float:

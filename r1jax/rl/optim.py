@@ -7,6 +7,8 @@ updates nor decays it; norm gains and biases are updated but not weight-decayed.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import optax
 
@@ -46,14 +48,17 @@ def learning_rate_schedule(cfg: OptimConfig) -> optax.Schedule:
   return optax.join_schedules([warmup, constant], [cfg.warmup_steps])
 
 
-def make_optimizer(cfg: OptimConfig, params) -> optax.GradientTransformation:
+@functools.lru_cache(maxsize=None)
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   """Clip by global norm (if cfg.grad_clip > 0), AdamW on trainable leaves, zero on frozen ones.
 
-  `params` (arrays or ShapeDtypeStructs) only supplies the tree's names and structure.
+  Which leaves are which is read from the params' names when the state is initialised, so one
+  optimizer per config serves every params tree: the state builder, its shardings and the step
+  all share this object (the cache makes it one per run).
   """
   adamw = optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                       weight_decay=cfg.weight_decay, mask=_decayed)
-  labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable_mask(params))
+  labels = lambda params: jax.tree.map(lambda t: "train" if t else "frozen", trainable_mask(params))
   chain = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
   return optax.chain(*chain, optax.multi_transform({"train": adamw, "frozen": optax.set_to_zero()},
                                                    labels))

@@ -1,24 +1,27 @@
-"""The GRPO update as one pure, jitted function over a sharded train state.
+"""The train state, born sharded, and the GRPO update as one pure, jitted step over it.
 
-`train_step(state, batch) -> (state, metrics)` scores a minibatch of whole groups under the
-current policy, accumulates the gradient over `micro_batches` chunks of whole groups (each
-chunk's loss numerator divided by the denominator of the whole minibatch, so the result is the
-exact minibatch mean), clips and applies AdamW, moves the MoE router bias by the balance rule,
-and returns scalar metrics. The state is born sharded (`init_train_state`), the step is jitted
-with explicit in/out shardings and donates the state. The step uses no randomness.
+:func:`init_train_state` creates the state (params, optimizer state, optimizer steps taken)
+directly in the shardings that :func:`state_shardings` reads from each parameter's logical axes
+(the Adam moments follow their parameter, scalars are replicated), never whole on one device: from
+a PRNG key (a fresh `models.init`) or from given params (a pretrained model loaded on the host, of
+which each device receives only its shard). :func:`jit_step` jits a pure, module-level
+``step(state, batch) -> (state, metrics)`` with explicit shardings and the state donated. The
+GRPO learner, SFT and the reward model all build their state and step this way, with the one
+optimizer per config of `r1jax.rl.optim.make_optimizer`.
 
-Batch (a dict of arrays; one minibatch of Bp prompts x G outputs):
-  prompt_tokens [Bp, P] int32 left-padded; prompt_mask [Bp, P] bool;
-  completion_tokens [Bp*G, T] int32; completion_mask [Bp*G, T] bool (generated tokens incl. EOS);
-  old_logprobs [Bp*G, T] f32 (pi_old, from the sampler, same temperature convention);
-  ref_logprobs [Bp*G, T] f32; advantages [Bp*G] f32; truncated [Bp*G] bool (no EOS).
-Other keys (e.g. `rewards`) may ride along; the step ignores them.
+`train_step(state, batch) -> (state, metrics)` scores a `LearnerBatch` (one minibatch of whole
+groups) under the current policy, accumulates the gradient over `micro_batches` chunks of whole
+groups (each chunk's loss numerator divided by the denominator of the whole minibatch, so the
+result is the exact minibatch mean), clips and applies AdamW, moves the MoE router bias by the
+balance rule, and returns scalar metrics. It uses no randomness. Its log-probs are of
+log_softmax(logits / temperature) at the temperature the batch was sampled at.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -31,86 +34,113 @@ from r1jax import models
 from r1jax.config import ConfigError
 from r1jax.mesh import DEFAULT_RULES, logical_sharding, tree_shardings, use_mesh
 from r1jax.models.moe import balance_bias_update
+from r1jax.rl.batch import PROMPT_FIELDS, LearnerBatch
 from r1jax.rl.config import GRPOConfig, OptimConfig
 from r1jax.rl.logprobs import completion_stats
 from r1jax.rl.losses import LossTerms, denominator, grpo_loss, loss_mask
 from r1jax.rl.optim import learning_rate_schedule, make_optimizer
-from r1jax.rl.schedule import PROMPT_KEYS
-
-LEARNER_KEYS = ("prompt_tokens", "prompt_mask", "completion_tokens", "completion_mask",
-                "old_logprobs", "ref_logprobs", "advantages", "truncated")
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class TrainState:
-  """What the optimizer carries: policy params, optimizer state, optimizer steps taken."""
   params: Any
   opt_state: Any
   step: jax.Array
 
 
-def _init_fn(model_cfg: models.ModelConfig, optim_cfg: OptimConfig):
-  def init_state(rng):
-    params = models.init(model_cfg, rng)
-    opt_state = make_optimizer(optim_cfg, params).init(params)
-    return TrainState(params, opt_state, jnp.zeros((), jnp.int32))
-  return init_state
-
-
-def state_shardings(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, mesh: Mesh,
-                    rules=DEFAULT_RULES) -> TrainState:
-  """NamedShardings of the train state: params (and Adam moments) by their logical axes,
-  scalars replicated."""
-  abstract = jax.eval_shape(_init_fn(model_cfg, optim_cfg), jax.random.key(0))
-  params = tree_shardings(models.param_axes(model_cfg), abstract.params, mesh, rules)
+def _shardings(axes, abstract_params, tx: optax.GradientTransformation, mesh: Mesh,
+               rules) -> TrainState:
+  params = tree_shardings(axes, abstract_params, mesh, rules)
   replicated = NamedSharding(mesh, PartitionSpec())
   # Frozen leaves (router_bias) appear as MaskedNode in the AdamW moments: keep them as they are.
   masked = lambda x: isinstance(x, optax.MaskedNode)
   opt_state = optax.tree_map_params(
-      make_optimizer(optim_cfg, abstract.params),
-      lambda leaf, sharding: leaf if masked(leaf) else sharding,
-      abstract.opt_state, params, transform_non_params=lambda _: replicated, is_leaf=masked)
+      tx, lambda leaf, sharding: leaf if masked(leaf) else sharding,
+      jax.eval_shape(tx.init, abstract_params), params,
+      transform_non_params=lambda _: replicated, is_leaf=masked)
   return TrainState(params, opt_state, replicated)
 
 
+def state_shardings(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, mesh: Mesh,
+                    rules=DEFAULT_RULES) -> TrainState:
+  """NamedShardings of the policy's train state."""
+  abstract = jax.eval_shape(functools.partial(models.init, model_cfg), jax.random.key(0))
+  return _shardings(models.param_axes(model_cfg), abstract, make_optimizer(optim_cfg), mesh, rules)
+
+
+def _is_key(x) -> bool:
+  return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
 @functools.lru_cache(maxsize=8)
-def _jitted_init(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, mesh: Mesh, rules):
-  shardings = state_shardings(model_cfg, optim_cfg, mesh, rules)
-  return jax.jit(_init_fn(model_cfg, optim_cfg), out_shardings=shardings)
+def _fresh_init(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, mesh: Mesh, rules):
+  tx = make_optimizer(optim_cfg)
+
+  def init(rng):
+    params = models.init(model_cfg, rng)
+    return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+  return jax.jit(init, out_shardings=state_shardings(model_cfg, optim_cfg, mesh, rules))
 
 
-def init_train_state(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, rng: jax.Array,
-                     mesh: Mesh, rules=DEFAULT_RULES) -> TrainState:
-  """A fresh train state, created directly in its shardings (never whole on one device)."""
+def init_train_state(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, source, mesh: Mesh,
+                     rules=DEFAULT_RULES, *, axes=None) -> TrainState:
+  """A train state created in its shardings, at step 0.
+
+  `source` is a PRNG key (fresh params of `model_cfg`) or a parameter pytree to start from; for a
+  tree other than the policy's (the reward model's), `axes` gives its logical axes.
+  """
+  rules = tuple(rules)
   with use_mesh(mesh, rules):
-    return _jitted_init(model_cfg, optim_cfg, mesh, tuple(rules))(rng)
+    if _is_key(source):
+      return _fresh_init(model_cfg, optim_cfg, mesh, rules)(source)
+    tx = make_optimizer(optim_cfg)
+    abstract = jax.eval_shape(lambda p: p, source)
+    shardings = _shardings(models.param_axes(model_cfg) if axes is None else axes, abstract, tx,
+                           mesh, rules)
+    wrap = jax.jit(lambda p: TrainState(p, tx.init(p), jnp.zeros((), jnp.int32)),
+                   out_shardings=shardings)
+    return wrap(jax.device_put(source, shardings.params))
 
 
-def _micro_split(batch: dict, k: int) -> dict:
+def jit_step(step_fn, shardings: TrainState, batch, mesh: Mesh, rules=DEFAULT_RULES):
+  """`step_fn(state, batch) -> (state, metrics)` jitted under `mesh`: the state in `shardings`
+  and donated, each array of `batch` (arrays or ShapeDtypeStructs of the shapes it will get)
+  split along its leading axis by the `batch` rule, the metrics replicated."""
+  def traced(state, batch):
+    with use_mesh(mesh, rules):
+      return step_fn(state, batch)
+  batch_shardings = jax.tree.map(
+      lambda x: logical_sharding(("batch",) + (None,) * (np.ndim(x) - 1), np.shape(x), mesh,
+                                 rules), batch)
+  return jax.jit(traced, in_shardings=(shardings, batch_shardings),
+                 out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())),
+                 donate_argnums=0)
+
+
+def _micro_split(batch: LearnerBatch, mask, k: int) -> tuple[LearnerBatch, jax.Array]:
   """[Bp, ...] / [Bp*G, ...] -> [k, Bp/k, ...] / [k, Bp/k*G, ...]; chunk i holds prompts
   i, i+k, ... so that every chunk spreads over the same devices as the whole batch."""
-  bp = batch["prompt_tokens"].shape[0]
-  def split(key, x):
-    if key in PROMPT_KEYS:
+  bp = batch.num_prompts
+
+  def split(x, per_prompt: bool):
+    if per_prompt:
       return jnp.swapaxes(x.reshape(bp // k, k, *x.shape[1:]), 0, 1)
     g = x.shape[0] // bp
     x = jnp.swapaxes(x.reshape(bp // k, k, g, *x.shape[1:]), 0, 1)
     return x.reshape(k, bp // k * g, *x.shape[3:])
-  return {key: split(key, x) for key, x in batch.items()}
+  fields = {name: split(x, name in PROMPT_FIELDS) for name, x in batch.fields().items()}
+  return LearnerBatch(**fields), split(mask, False)
 
 
-def _check_batch(grpo_cfg: GRPOConfig, batch: dict) -> None:
-  missing = [k for k in LEARNER_KEYS if k not in batch]
-  if missing:
-    raise ValueError(f"batch: missing {missing}; the learner needs {LEARNER_KEYS}")
-  bp, n = batch["prompt_tokens"].shape[0], batch["completion_tokens"].shape[0]
-  if n != bp * grpo_cfg.num_generations:
-    raise ConfigError("num_generations", f"got {grpo_cfg.num_generations}; the batch has {n} "
-                      f"outputs for {bp} prompts")
-  if bp % grpo_cfg.micro_batches:
+def _check_batch(grpo_cfg: GRPOConfig, batch: LearnerBatch) -> None:
+  g = batch.group_size()
+  if g != grpo_cfg.num_generations:
+    raise ConfigError("num_generations", f"got {grpo_cfg.num_generations}; the batch has "
+                      f"{g * batch.num_prompts} outputs for {batch.num_prompts} prompts")
+  if batch.num_prompts % grpo_cfg.micro_batches:
     raise ConfigError("micro_batches", f"got {grpo_cfg.micro_batches}; must divide the "
-                      f"minibatch's {bp} groups (micro-batches hold whole groups)")
+                      f"minibatch's {batch.num_prompts} groups (micro-batches hold whole groups)")
 
 
 def _with_router_bias(params, bias):
@@ -119,60 +149,86 @@ def _with_router_bias(params, bias):
   return dict(params, moe=moe_stack)
 
 
-def _update(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, tx, lr_schedule,
-            state: TrainState, batch: dict):
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Accumulated:
+  """The minibatch's gradient and the sums behind its metrics."""
+  grads: Any
+  terms: LossTerms       # numerators summed over micro-batches
+  aux_loss: jax.Array    # MoE auxiliary loss summed over micro-batches
+  expert_load: jax.Array
+  denominator: jax.Array  # of the whole minibatch (>= 1)
+  tokens: jax.Array       # loss tokens of the whole minibatch (>= 1)
+
+
+def minibatch_gradients(grpo_cfg: GRPOConfig, stats_fn, params, batch: LearnerBatch, *,
+                        aux_coef: float = 0.0) -> Accumulated:
+  """The gradient of the minibatch loss, accumulated over `micro_batches` chunks of whole groups:
+  each chunk's loss numerator is divided by the denominator of the whole minibatch (fixed before
+  any chunk is scored), so the sum is the exact minibatch mean. `stats_fn(params, chunk)` scores
+  one chunk: (log-probs, entropies, the MoE aux {"aux_loss", "expert_load" or None})."""
   _check_batch(grpo_cfg, batch)
   k = grpo_cfg.micro_batches
-  mask = loss_mask(grpo_cfg, batch["completion_mask"], batch["truncated"])
-  # Global normalisers of the whole minibatch, fixed before any micro-batch is scored.
+  mask = loss_mask(grpo_cfg, batch.completion_mask, batch.truncated)
   denom = jnp.maximum(denominator(mask, grpo_cfg.aggregation), 1.0)
   tokens = jnp.maximum(jnp.sum(mask.astype(jnp.float32)), 1.0)
-  micro = _micro_split({**{key: batch[key] for key in LEARNER_KEYS}, "loss_mask": mask}, k)
-  moe_cfg = model_cfg.moe if model_cfg.num_moe_layers else None
-  aux_coef = moe_cfg.aux_loss_coef if moe_cfg else 0.0
+  micro = _micro_split(batch, mask, k)
 
-  def micro_loss(params, mb):
-    logp, entropy, aux = completion_stats(model_cfg, params, mb["prompt_tokens"],
-                                          mb["prompt_mask"], mb["completion_tokens"],
-                                          temperature=grpo_cfg.temperature)
-    terms, _ = grpo_loss(grpo_cfg, logp, mb["old_logprobs"], mb["ref_logprobs"],
-                         mb["advantages"], mb["loss_mask"], entropy)
-    loss = terms.loss / denom + aux_coef * aux["aux_loss"] / k
-    load = aux["expert_load"] if moe_cfg else jnp.zeros(())
-    return loss, (terms, aux["aux_loss"], load)
+  def micro_loss(params, micro):
+    mb, mb_mask = micro
+    logp, entropy, aux = stats_fn(params, mb)
+    terms, _ = grpo_loss(grpo_cfg, logp, mb.old_logprobs, mb.ref_logprobs, mb.advantages,
+                         mb_mask, entropy)
+    load = jnp.zeros(()) if aux["expert_load"] is None else aux["expert_load"]
+    return terms.loss / denom + aux_coef * aux["aux_loss"] / k, (terms, aux["aux_loss"], load)
 
   def body(carry, mb):
     grads, sums = carry
-    (_, (terms, aux_loss, load)), g = jax.value_and_grad(micro_loss, has_aux=True)(state.params, mb)
+    (_, parts), g = jax.value_and_grad(micro_loss, has_aux=True)(params, mb)
     grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), grads, g)
-    sums = jax.tree.map(jnp.add, sums, (terms, aux_loss, load))
-    return (grads, sums), None
+    return (grads, jax.tree.map(jnp.add, sums, parts)), None
 
-  zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-  sums_shape = jax.eval_shape(lambda: micro_loss(state.params, jax.tree.map(lambda x: x[0], micro))[1])
+  zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  sums_shape = jax.eval_shape(lambda: micro_loss(params, jax.tree.map(lambda x: x[0], micro))[1])
   zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
   (grads, (terms, aux_loss, load)), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+  return Accumulated(grads, terms, aux_loss, load, denom, tokens)
 
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+
+def _update(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, tx, lr_schedule,
+            temperature: float, state: TrainState, batch: LearnerBatch):
+  moe_cfg = model_cfg.moe if model_cfg.num_moe_layers else None
+  aux_coef = moe_cfg.aux_loss_coef if moe_cfg else 0.0
+  k = grpo_cfg.micro_batches
+
+  def stats(params, mb: LearnerBatch):
+    return completion_stats(model_cfg, params, mb.prompt_tokens, mb.prompt_mask,
+                            mb.completion_tokens, temperature=temperature)
+
+  acc = minibatch_gradients(grpo_cfg, stats, state.params, batch, aux_coef=aux_coef)
+  updates, opt_state = tx.update(acc.grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   if moe_cfg is not None and moe_cfg.balance == "aux_free":
     bias = params["moe"]["moe"]["router_bias"]
-    new_bias = balance_bias_update(bias.astype(jnp.float32), load, moe_cfg.bias_update_rate)
+    new_bias = balance_bias_update(bias.astype(jnp.float32), acc.expert_load,
+                                   moe_cfg.bias_update_rate)
     params = _with_router_bias(params, new_bias.astype(bias.dtype))
   new_state = TrainState(params, opt_state, state.step + 1)
-  metrics = _metrics(terms, denom, tokens, batch, optax.global_norm(grads),
+  metrics = _metrics(acc.terms, acc.denominator, acc.tokens, batch, optax.global_norm(acc.grads),
                      lr_schedule(state.step))
-  metrics["loss"] = terms.loss / denom + aux_coef * aux_loss / k
+  metrics["loss"] = acc.terms.loss / acc.denominator + aux_coef * acc.aux_loss / k
   if moe_cfg is not None:
-    metrics["moe/aux_loss"] = aux_loss / k
+    load = acc.expert_load
+    metrics["moe/aux_loss"] = acc.aux_loss / k
     metrics["moe/max_load_over_mean"] = jnp.max(load / jnp.maximum(
         jnp.mean(load, axis=-1, keepdims=True), 1.0))
   return new_state, metrics
 
 
-def _metrics(terms: LossTerms, denom, tokens, batch, grad_norm, lr) -> dict[str, jax.Array]:
-  adv = batch["advantages"].astype(jnp.float32)
-  lengths = jnp.sum(batch["completion_mask"].astype(jnp.float32), axis=1)
+def _metrics(terms: LossTerms, denom, tokens, batch: LearnerBatch, grad_norm, lr
+             ) -> dict[str, jax.Array]:
+  adv = batch.advantages.astype(jnp.float32)
+  lengths = jnp.sum(batch.completion_mask.astype(jnp.float32), axis=1)
   return {
       "loss/policy": terms.policy / denom,
       "loss/kl": terms.kl / denom,
@@ -186,48 +242,41 @@ def _metrics(terms: LossTerms, denom, tokens, batch, grad_norm, lr) -> dict[str,
       "advantage/mean": jnp.mean(adv), "advantage/std": jnp.std(adv),
       "advantage/min": jnp.min(adv), "advantage/max": jnp.max(adv),
       "response_length/mean": jnp.mean(lengths), "response_length/max": jnp.max(lengths),
-      "response_length/truncated_frac": jnp.mean(batch["truncated"].astype(jnp.float32)),
+      "response_length/truncated_frac": jnp.mean(batch.truncated.astype(jnp.float32)),
       "grad_norm": grad_norm, "lr": jnp.asarray(lr, jnp.float32),
   }
 
 
 def make_train_step(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, optim_cfg: OptimConfig,
-                    mesh: Mesh, rules=DEFAULT_RULES):
+                    mesh: Mesh, rules=DEFAULT_RULES, *, temperature: float = 1.0):
   """`train_step(state, batch) -> (state, metrics)`, jitted on `mesh`, donating `state`.
 
-  Batch arrays are sharded along their leading (batch) axis by the `batch` rule, per array
-  shape (a mesh axis that does not divide a batch dimension is left out); one compilation is
-  kept per distinct set of batch shapes.
+  `batch` is a `LearnerBatch` (or a mapping of its fields, as `r1jax.distributed.global_batch`
+  gives) sampled at `temperature`. Its arrays are sharded along their leading (batch) axis by the
+  `batch` rule, per array shape (a mesh axis that does not divide a batch dimension is left out);
+  one compilation is kept per distinct set of batch shapes.
   """
   for cfg in (model_cfg, grpo_cfg, optim_cfg):
     cfg.validate()
   shardings = state_shardings(model_cfg, optim_cfg, mesh, rules)
-  abstract_params = jax.eval_shape(_init_fn(model_cfg, optim_cfg), jax.random.key(0)).params
-  tx = make_optimizer(optim_cfg, abstract_params)
-  lr_schedule = learning_rate_schedule(optim_cfg)
-  replicated = NamedSharding(mesh, PartitionSpec())
-
-  def step_fn(state, batch):
-    with use_mesh(mesh, rules):
-      return _update(model_cfg, grpo_cfg, tx, lr_schedule, state, batch)
-
+  step_fn = functools.partial(_update, model_cfg, grpo_cfg, make_optimizer(optim_cfg),
+                              learning_rate_schedule(optim_cfg), temperature)
   compiled: dict[Any, Any] = {}
 
-  def jitted(batch: dict):
+  def jitted(batch: LearnerBatch):
     """The jitted step for this batch's shapes; arrays or ShapeDtypeStructs (the planner calls
     `.lower(abstract_state, abstract_batch)` on it)."""
-    signature = tuple(sorted((key, np.shape(x), np.dtype(getattr(x, "dtype", None) or
-                                                        np.result_type(x)).str)
-                             for key, x in batch.items()))
+    signature = tuple((key, np.shape(x), np.dtype(getattr(x, "dtype", None) or
+                                                  np.result_type(x)).str)
+                      for key, x in batch.fields().items())
     if signature not in compiled:
-      batch_shardings = {key: logical_sharding(("batch",) + (None,) * (np.ndim(x) - 1),
-                                               np.shape(x), mesh, rules)
-                         for key, x in batch.items()}
-      compiled[signature] = jax.jit(step_fn, in_shardings=(shardings, batch_shardings),
-                                    out_shardings=(shardings, replicated), donate_argnums=0)
+      compiled[signature] = jit_step(step_fn, shardings, batch, mesh, rules)
     return compiled[signature]
 
-  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict[str, jax.Array]]:
+  def train_step(state: TrainState, batch: LearnerBatch | Mapping[str, Any]
+                 ) -> tuple[TrainState, dict[str, jax.Array]]:
+    if not isinstance(batch, LearnerBatch):
+      batch = LearnerBatch.of(batch)
     return jitted(batch)(state, batch)
 
   train_step.jitted = jitted

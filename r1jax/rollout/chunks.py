@@ -26,14 +26,15 @@ def _pad_rows(x, rows: int):
 
 
 def sample_chunks(model_cfg: ModelConfig, params, prompt_tokens, prompt_mask, rng,
-                  config: SamplingConfig) -> Iterator[tuple[slice, Rollout]]:
-  """Yields (prompt slice, Rollout of those prompts' G samples each), in prompt order."""
+                  config: SamplingConfig, num_samples: int) -> Iterator[tuple[slice, Rollout]]:
+  """Yields (prompt slice, Rollout of those prompts' `num_samples` samples each), in prompt
+  order."""
   prompt_tokens, prompt_mask = np.asarray(prompt_tokens), np.asarray(prompt_mask)
-  size, g = config.prompts_per_chunk, config.num_samples
+  size, g = config.prompts_per_chunk, num_samples
   pending = None
   for start in range(0, prompt_tokens.shape[0], size):
     part = slice(start, min(start + size, prompt_tokens.shape[0]))
-    out = run(model_cfg, config, params, _pad_rows(prompt_tokens[part], size),
+    out = run(model_cfg, config, g, params, _pad_rows(prompt_tokens[part], size),
               _pad_rows(prompt_mask[part], size), rng, row_offset=start * g)   # async dispatch
     if pending is not None:
       yield _finish(*pending, g)

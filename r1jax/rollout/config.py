@@ -18,7 +18,8 @@ CACHE_DTYPES = (None, "float32", "bfloat16", "float16")
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-  num_samples: int = 16            # G: samples per prompt, rows i*G .. i*G+G-1 belong to prompt i
+  """How the sampler draws; how many samples per prompt is the caller's argument (G in RL, k in
+  evaluation), not part of this config."""
   max_new_tokens: int = 256
   temperature: float = 1.0         # 0 = greedy
   top_p: float = 1.0               # 1 = off
@@ -30,7 +31,6 @@ class SamplingConfig:
   prompts_per_chunk: int = 32      # sample_chunks: prompts decoded together (memory bound)
 
   def validate(self):
-    check_range("num_samples", self.num_samples, 1)
     check_range("max_new_tokens", self.max_new_tokens, 1)
     check_range("temperature", self.temperature, 0.0)
     check_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
@@ -43,6 +43,11 @@ class SamplingConfig:
     check_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
     check_choice("share_prefix", self.share_prefix, (True, False))
     check_range("prompts_per_chunk", self.prompts_per_chunk, 1)
+
+  @property
+  def logprob_temperature(self) -> float:
+    """The temperature of the distribution the sampled log-probs are of (greedy reports T=1)."""
+    return self.temperature or 1.0
 
   def validate_for(self, vocab_size: int):
     """validate(), plus the token ids must lie inside the model's vocabulary."""

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from r1jax.config import check_range
 from r1jax.mesh import current_mesh
 from r1jax.models import ModelConfig, forward, init_cache, prefill
 from r1jax.models.transformer import unstack_layers
@@ -71,10 +72,10 @@ def _next_token(config: SamplingConfig, logits, row_keys, step):
   return token, picked - jax.nn.logsumexp(scaled, axis=-1)
 
 
-def _rollout(model_cfg: ModelConfig, config: SamplingConfig, mesh, params, prompt_tokens,
-             prompt_mask, rng, row_offset) -> Rollout:
+def _rollout(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, mesh, params,
+             prompt_tokens, prompt_mask, rng, row_offset) -> Rollout:
   del mesh  # Only a cache key: the mesh context is read while tracing (model `constrain` calls).
-  g, budget = config.num_samples, config.max_new_tokens
+  g, budget = num_samples, config.max_new_tokens
   rows = prompt_tokens.shape[0] * g
   prompt_mask = prompt_mask.astype(bool)
   if config.share_prefix:
@@ -126,7 +127,7 @@ def _rollout(model_cfg: ModelConfig, config: SamplingConfig, mesh, params, promp
 
 # Region-based copy insertion lets XLA:CPU update the loop-carried KV caches in place; the default
 # analysis copies every layer's cache (twice) on every step, which costs more than the attention.
-rollout_jit = jax.jit(_rollout, static_argnums=(0, 1, 2),
+rollout_jit = jax.jit(_rollout, static_argnums=(0, 1, 2, 3),
                       compiler_options={"xla_cpu_copy_insertion_use_region_analysis": True})
 
 
@@ -144,13 +145,15 @@ def check_prompts(prompt_tokens, prompt_mask) -> None:
                      "(prefill reads the logits of the last position)")
 
 
-def run(model_cfg: ModelConfig, config: SamplingConfig, params, prompt_tokens, prompt_mask, rng,
-        row_offset: int = 0) -> Rollout:
-  """Samples with a validated config; `row_offset` is the global index of the first row."""
+def run(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, params, prompt_tokens,
+        prompt_mask, rng, row_offset: int = 0) -> Rollout:
+  """`num_samples` per prompt with a validated config; `row_offset` is the global index of the
+  first row."""
   config.validate_for(model_cfg.vocab_size)
+  check_range("num_samples", num_samples, 1)
   check_prompts(prompt_tokens, prompt_mask)
-  return rollout_jit(model_cfg, config, current_mesh(), params, prompt_tokens, prompt_mask, rng,
-                     jnp.int32(row_offset))
+  return rollout_jit(model_cfg, config, num_samples, current_mesh(), params, prompt_tokens,
+                     prompt_mask, rng, jnp.int32(row_offset))
 
 
 def sample(model_cfg: ModelConfig, params, prompt_tokens, prompt_mask, rng, *, num_samples=16,
@@ -163,9 +166,9 @@ def sample(model_cfg: ModelConfig, params, prompt_tokens, prompt_mask, rng, *, n
   at temperature 0, which is greedy). Call under ``r1jax.mesh.use_mesh(mesh)`` with sharded
   params to spread the batch over the mesh's batch axes; results do not depend on the sharding.
   """
-  config = SamplingConfig(num_samples=num_samples, max_new_tokens=max_new_tokens,
+  config = SamplingConfig(max_new_tokens=max_new_tokens,
                           temperature=float(temperature), top_p=float(top_p), top_k=int(top_k),
                           eos_ids=tuple(int(e) for e in eos_ids), pad_id=int(pad_id),
                           cache_dtype=None if cache_dtype is None else jnp.dtype(cache_dtype).name,
                           share_prefix=bool(share_prefix))
-  return run(model_cfg, config, params, prompt_tokens, prompt_mask, rng)
+  return run(model_cfg, config, num_samples, params, prompt_tokens, prompt_mask, rng)

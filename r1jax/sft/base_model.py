@@ -17,7 +17,6 @@ import os
 import random
 
 import jax
-from absl import logging
 
 from r1jax.config import check_range
 from r1jax.data import templates
@@ -97,18 +96,4 @@ def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
     with open(os.path.join(workdir, "tokenizer", name), "rb") as src, \
         open(os.path.join(out_dir, name), "wb") as dst:
       dst.write(src.read())
-  return out_dir
-
-
-def build_from_experiment(exp, workdir: str) -> str:
-  """The `base_model` job: writes the Hugging Face directory and its card to <workdir>/export."""
-  from r1jax.models.hf import load_hf
-  from r1jax.sft import model_card
-  out_dir = build(exp.model, exp.corpus, exp.sft, exp.optim, workdir,
-                  os.path.join(workdir, "export"))
-  model_cfg, params = load_hf(out_dir)
-  card = model_card.make_card(exp, model_cfg, params, load_tokenizer(out_dir), workdir)
-  model_card.write_card(card, out_dir)
-  logging.info("model card (gate %s):\n%s", "passed" if card["gate"]["passed"] else "FAILED",
-               model_card.card_markdown(card))
   return out_dir

@@ -144,7 +144,7 @@ def read_curve(workdir: str) -> list[tuple[int, float]]:
 def make_card(exp, model_cfg: ModelConfig, params, tokenizer: Tokenizer, workdir: str
               ) -> dict[str, Any]:
   """Samples the model on `exp.eval` and measures it; the card as a dict."""
-  from r1jax.policy_eval import evaluate_policy  # the sampler; heavy, only here
+  from r1jax.experience import evaluate_policy  # the sampler; heavy, only here
   metrics, samples = evaluate_policy(exp, model_cfg, params, tokenizer, seed=exp.sft.seed)
   table = style_table(samples)
   questions = [e["prompt"] for e in load_examples(exp.data, exp.eval.split)][:exp.eval.num_problems]

@@ -3,14 +3,19 @@
 Each trace is an R1-format completion for a chained sum, in one of three styles:
 - ``direct``: the total guessed in one go, usually wrong (a near miss);
 - ``steps``: one addition per step, with a slip now and then that carries into the answer;
-- ``reflective``: each addition is recomputed ("let me verify: ..."); a first result that
-  disagrees is caught ("wait, that is a mistake") and the checked value carries on.
+- ``reflective``: announced up front ("I will verify each step."), each addition is recomputed
+  ("let me verify: ..."); a first result that disagrees is caught ("wait, that is a mistake")
+  and the checked value carries on.
 Every operation reads only what is adjacent: a step adds the two numbers just written, and the
 terms still to add are restated after it ("3 + 8 = 11, so 11 + 1 + 6."), so a tiny model never
 has to count its way back to an operand. The style mix and slip rates are config values, so the
 corpus is weak but not hopeless: a model fit to it answers some questions right and some wrong,
 some briefly and some at length, and RL has something to find (the longer, self-checking
 solutions are the accurate ones).
+
+The reflective style is announced before its first addition because a model cannot tell the two
+step styles apart until then: without the announcement it writes every first result with the
+blended slip rate of both, and plain solutions lose accuracy they never had in the corpus.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ STYLES = ("direct", "steps", "reflective")
 
 @dataclasses.dataclass(frozen=True)
 class TraceMix:
-  direct: float = 0.62
-  steps: float = 0.22
-  reflective: float = 0.16
+  direct: float = 0.64
+  steps: float = 0.21
+  reflective: float = 0.15
   direct_accuracy: float = 0.08     # a one-shot guess is right this often
   step_slip: float = 0.06           # chance a plain step's result is off (and carried on)
   reflective_slip: float = 0.25     # chance a reflective step first comes out wrong (then caught)
@@ -71,8 +76,11 @@ def steps(rng: random.Random, terms: list[int], mix: TraceMix) -> str:
   return _finish(" ".join(parts), rest[0])
 
 
+REFLECTIVE_OPENING = "I will verify each step."
+
+
 def reflective(rng: random.Random, terms: list[int], mix: TraceMix) -> str:
-  rest, parts = list(terms), [f"{_expression(terms)}."]
+  rest, parts = list(terms), [REFLECTIVE_OPENING, f"{_expression(terms)}."]
   while len(rest) > 1:
     a, b = rest[0], rest[1]
     first = _slip(rng, a + b) if rng.random() < mix.reflective_slip else a + b

@@ -38,8 +38,8 @@ def test_gsm8k_answer_after_hashes_and_pipeline_batches(tmp_path):
   examples = sorted(_load(tmp_path, "r1_gsm8k"), key=lambda e: e["source_id"])
   assert [e["gold"] for e in examples] == ["1000", "1001", "1002", "1003"]
   assert {e["data_type"] for e in examples} == {"math"}
-  batch = next(pipeline.make_prompt_iterator(_config(tmp_path, "r1_gsm8k"), CharTokenizer(),
-                                             "test", seed=0))
+  batch = next(iter(pipeline.make_prompt_dataset(_config(tmp_path, "r1_gsm8k"), CharTokenizer(),
+                                                 "test", seed=0).dataset))
   assert batch["prompt_tokens"].shape == (2, 1024)
   assert sorted(batch["gold"]) == ["1000", "1001"]
 

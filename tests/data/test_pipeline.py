@@ -14,6 +14,11 @@ from r1jax.data.tokenizers import CharTokenizer
 TOK = CharTokenizer()
 
 
+def _batches(config, seed):
+  """The train split's batches; `get_state()` / `set_state()` resume the iterator exactly."""
+  return iter(pipeline.make_prompt_dataset(config, TOK, "train", seed=seed).dataset)
+
+
 def replace(config, **changes):
   new = dataclasses.replace(config, **changes)
   new.validate()
@@ -26,7 +31,7 @@ def _ids(iterator, n=None):
 
 
 def test_batch_layout_is_fixed_and_left_padded(procedural_config):
-  batch = next(pipeline.make_prompt_iterator(procedural_config, TOK, "train", seed=0))
+  batch = next(_batches(procedural_config, seed=0))
   q, p = procedural_config.questions_per_step, procedural_config.max_prompt_len
   assert batch["prompt_tokens"].shape == (q, p) and batch["prompt_tokens"].dtype == np.int32
   assert batch["prompt_mask"].dtype == bool and batch["prompt_lengths"].dtype == np.int32
@@ -45,8 +50,8 @@ def test_deterministic_per_seed_and_covers_each_epoch(procedural_config):
   config = replace(procedural_config, num_epochs=2.0)
   data = pipeline.make_prompt_dataset(config, TOK, "train", seed=3)
   first = _ids(iter(data.dataset))
-  assert first == _ids(pipeline.make_prompt_iterator(config, TOK, "train", seed=3))
-  assert first != _ids(pipeline.make_prompt_iterator(config, TOK, "train", seed=4))
+  assert first == _ids(_batches(config, seed=3))
+  assert first != _ids(_batches(config, seed=4))
   assert len(first) == data.num_batches == 2 * data.batches_per_epoch
   per_epoch = data.batches_per_epoch
   for epoch in (first[:per_epoch], first[per_epoch:]):
@@ -75,13 +80,13 @@ def test_process_shards_are_disjoint_and_equal(procedural_config):
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_across_an_epoch_boundary(procedural_config, workers):
   config = replace(procedural_config, num_epochs=2.5, worker_count=workers)
-  whole = pipeline.make_prompt_iterator(config, TOK, "train", seed=7)
+  whole = _batches(config, seed=7)
   expected = _ids(whole)
-  interrupted = pipeline.make_prompt_iterator(config, TOK, "train", seed=7)
+  interrupted = _batches(config, seed=7)
   cut = 10  # 12 batches per epoch: resume two batches before the boundary
   seen = _ids(interrupted, cut)
   state = interrupted.get_state()
-  resumed = pipeline.make_prompt_iterator(config, TOK, "train", seed=7)
+  resumed = _batches(config, seed=7)
   resumed.set_state(state)
   assert seen + _ids(resumed) == expected
   for it in (whole, interrupted, resumed):
@@ -91,12 +96,12 @@ def test_resume_across_an_epoch_boundary(procedural_config, workers):
 
 def test_iterator_state_checkpoints_with_orbax(procedural_config, tmp_path):
   config = replace(procedural_config, num_epochs=2.0)
-  it = pipeline.make_prompt_iterator(config, TOK, "train", seed=1)
+  it = _batches(config, seed=1)
   _ids(it, 13)
   checkpointer = ocp.Checkpointer(grain.checkpoint.CheckpointHandler())
   checkpointer.save(tmp_path / "ckpt", args=grain.checkpoint.CheckpointSave(it))
   expected = _ids(it, 3)
-  restored = pipeline.make_prompt_iterator(config, TOK, "train", seed=1)
+  restored = _batches(config, seed=1)
   checkpointer.restore(tmp_path / "ckpt", args=grain.checkpoint.CheckpointRestore(restored))
   assert _ids(restored, 3) == expected
 

@@ -1,5 +1,7 @@
 """The reward model: Bradley-Terry loss values, learning a separable synthetic preference, and the
 RL hook adding its bounded score only from the configured step."""
+from types import SimpleNamespace
+
 import jax
 import numpy as np
 import pytest
@@ -68,13 +70,15 @@ def test_preference_hook_adds_weighted_sigmoid_from_start_step(tmp_path):
   hook.cfg = PreferenceConfig(model=str(tmp_path), weight=0.5, start_step=3)
   hook.model_cfg, hook.params = rm.load(str(tmp_path))
   hook._score = jax.jit(lambda p, t, n: rm.scores(hook.model_cfg, p, t, n))
-  arrays = {"prompt_tokens": np.array([[0, 5, 6], [7, 8, 9]]),
-            "prompt_mask": np.array([[False, True, True], [True, True, True]]),
-            "completion_tokens": np.array([[10, 11], [12, 0], [13, 14], [15, 16]]),
-            "completion_mask": np.array([[True, True], [True, False], [True, True], [True, True]]),
-            "rewards": np.array([1.0, 0.0, 1.0, 0.0], np.float32)}
-  assert hook.apply(arrays, step=2) == {} and arrays["rewards"].tolist() == [1, 0, 1, 0]
-  info = hook.apply(arrays, step=3)
+  groups = SimpleNamespace(
+      prompt_tokens=np.array([[0, 5, 6], [7, 8, 9]]),
+      prompt_mask=np.array([[False, True, True], [True, True, True]]),
+      completion_tokens=np.array([[10, 11], [12, 0], [13, 14], [15, 16]]),
+      completion_mask=np.array([[True, True], [True, False], [True, True], [True, True]]))
+  rewards = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
+  before, info = hook.apply(groups, rewards, step=2)
+  assert info == {} and before.tolist() == [1, 0, 1, 0]
+  after, info = hook.apply(groups, rewards, step=3)
   bonus = 0.5 / (1 + np.exp(-2.0))
-  np.testing.assert_allclose(arrays["rewards"], [1 + bonus, bonus, 1 + bonus, bonus], rtol=1e-5)
+  np.testing.assert_allclose(after, [1 + bonus, bonus, 1 + bonus, bonus], rtol=1e-5)
   assert info["reward/preference_mean"] == pytest.approx(1 / (1 + np.exp(-2.0)), rel=1e-5)

@@ -22,8 +22,8 @@ def example(data_type, gold):
     ("logic", "Knight, Knave", "\\text{knight,  knave}", 1.0), ("logic", "Knight", "knave", 0.0),
     ("code", "assert f() == 1", "```python\ndef f():\n    return 1\n```", 1.0),
 ])
-def test_accuracy_by_data_type(data_type, gold, answer, accuracy):
-  cfg = RewardConfig(format_weight=0.25, code_time_limit_s=1.0)
+def test_accuracy_by_data_type(data_type, gold, answer, accuracy, scaled):
+  cfg = RewardConfig(format_weight=0.25, code_time_limit_s=1.0, code_wall_limit_s=scaled(10))
   result = compose.score_one(cfg, FMT_OK.format("work", answer), example(data_type, gold))
   assert result["accuracy"] == accuracy and result["format"] == 1.0
   assert result["reward"] == pytest.approx(accuracy + 0.25)
@@ -63,6 +63,7 @@ def test_score_batch_packs_arrays_in_order():
     ({"code_mode": "most"}, "code_mode"), ({"target_language": "xx"}, "target_language"),
     ({"format_weight": -0.1}, "format_weight"), ({"num_workers": -1}, "num_workers"),
     ({"item_deadline_s": 1.0}, "item_deadline_s"), ({"queue_bound": 0}, "queue_bound"),
+    ({"code_wall_limit_s": 1.0}, "code_wall_limit_s"),
 ])
 def test_config_validation_names_the_key(overrides, key):
   with pytest.raises(rconfig.ConfigError) as err:

@@ -1,10 +1,14 @@
-"""Attack programs against the sandbox: each must score as a failure, finish within its limits, and
-leave the host as it was (no stray processes, no files outside the work directory, parent alive)."""
-import glob
+"""Attack programs against the sandbox: each must score as a failure, be stopped by its own limits
+(not by the wall-clock backstop), and leave the host as it was (no stray processes, no files outside
+the work directory, parent alive). Each test gets its own sandbox directory, so that what other
+tests or runs do with the shared temp directory at the same time cannot change its outcome."""
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -14,10 +18,6 @@ import pytest
 
 from r1jax.rewards import code, sandbox
 
-TIME_LIMIT_S = 0.5
-LIMITS = {"time_limit_s": TIME_LIMIT_S, "memory_limit_mb": 256}
-# Interpreter start-up plus the kill and clean-up: the budget on top of the program's own limit.
-OVERHEAD_S = 4.0
 ADD_TEST = "assert add(1, 2) == 3\nassert add(2, 2) == 4\n"
 TOKEN = uuid.uuid4().hex[:12]
 OUTSIDE = [os.path.join(tempfile.gettempdir(), f"r1jax_attack_{TOKEN}"),
@@ -25,10 +25,19 @@ OUTSIDE = [os.path.join(tempfile.gettempdir(), f"r1jax_attack_{TOKEN}"),
            os.path.join(os.path.dirname(os.path.abspath(__file__)), f"attack_{TOKEN}")]
 
 
-def _nobody_processes():
-  return [p for p in psutil.process_iter(["uids", "status"])
-          if p.info["uids"] and p.info["uids"].real == sandbox.NOBODY
-          and p.info["status"] != psutil.STATUS_ZOMBIE]
+def _jailed_under(root):
+  """Live harnesses and jails of sandboxes under `root` (their environment names their work
+  directory there); other tests' and runs' jails are not ours to judge."""
+  workdirs = os.path.join(root, "r1jax-sbx-")
+  found = []
+  for p in psutil.process_iter():
+    try:
+      if p.status() != psutil.STATUS_ZOMBIE and any(
+          v.startswith(workdirs) for v in p.environ().values()):
+        found.append(p)
+    except psutil.Error:
+      pass
+  return found
 
 
 def _live_descendants():
@@ -37,23 +46,32 @@ def _live_descendants():
 
 
 @pytest.fixture
-def host():
-  """Checks after the test that the host is as it was."""
-  workdirs = set(glob.glob(os.path.join(tempfile.gettempdir(), "r1jax-sbx-*")))
+def host(monkeypatch):
+  """A private sandbox directory for the test; checks afterwards that the host is as it was."""
+  root = tempfile.mkdtemp(prefix="r1jax-test-sandboxes-")
+  os.chmod(root, 0o711)  # the jail runs as `nobody` when we are root and must reach its directory
+  monkeypatch.setenv("R1JAX_SANDBOX_DIR", root)
   kids = {p.pid for p in _live_descendants()}
-  yield
-  assert not [p for p in _live_descendants() if p.pid not in kids], "stray child processes"
-  assert not _nobody_processes(), "stray jailed processes"
-  assert set(glob.glob(os.path.join(tempfile.gettempdir(), "r1jax-sbx-*"))) <= workdirs
-  for path in OUTSIDE:
-    assert not os.path.exists(path), f"the program wrote {path}"
+  try:
+    yield root
+    assert not [p for p in _live_descendants() if p.pid not in kids], "stray child processes"
+    assert not _jailed_under(root), "stray jailed processes"
+    assert not os.listdir(root), "work directories left behind"
+    for path in OUTSIDE:
+      assert not os.path.exists(path), f"the program wrote {path}"
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
 
 
-def _run(program: str, tests: str = ADD_TEST):
-  start = time.monotonic()
-  result = code.execute(program, tests, **LIMITS)
-  elapsed = time.monotonic() - start
-  assert elapsed < TIME_LIMIT_S + OVERHEAD_S, f"took {elapsed:.1f}s"
+@pytest.fixture
+def limits(scaled):
+  # The wall clock is only the sandbox's backstop: stretched to this machine as loaded now.
+  return {"time_limit_s": 0.5, "memory_limit_mb": 256, "wall_limit_s": scaled(10)}
+
+
+def _run(limits, program: str, tests: str = ADD_TEST):
+  result = code.execute(program, tests, **limits)
+  assert result.status != "backstop", "stopped by the wall clock, not by the program's limits"
   assert result.passed == 0, result
   return result
 
@@ -156,19 +174,19 @@ def add(a, b):
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_attack_fails_within_limits_and_leaves_no_trace(name, host):
-  _run(ATTACKS[name])
+def test_attack_fails_within_limits_and_leaves_no_trace(name, host, limits):
+  _run(limits, ATTACKS[name])
 
 
-def test_statuses_of_resource_attacks(host):
-  assert _run(ATTACKS["cpu_loop"]).status == "timeout"
-  assert _run(ATTACKS["sleep_loop"]).status == "timeout"
-  assert _run(ATTACKS["memory_hog"]).status == "memory"
+def test_statuses_of_resource_attacks(host, limits):
+  assert _run(limits, ATTACKS["cpu_loop"]).status == "timeout"
+  assert _run(limits, ATTACKS["sleep_loop"]).status == "timeout"
+  assert _run(limits, ATTACKS["memory_hog"]).status == "memory"
   flood = "while True:\n    print('x' * 65536)\n"
-  assert _run(flood, '[{"input": "", "output": "x"}]').status == "output_limit"
+  assert _run(limits, flood, '[{"input": "", "output": "x"}]').status == "output_limit"
 
 
-def test_secrets_in_env_and_parent_environ_do_not_leak(host, monkeypatch):
+def test_secrets_in_env_and_parent_environ_do_not_leak(host, monkeypatch, limits):
   secret = f"s3cr3t-{TOKEN}"
   monkeypatch.setenv("R1JAX_TEST_SECRET", secret)
   program = """
@@ -182,10 +200,10 @@ def add(a, b):
             pass
     return ' '.join(seen)
 """
-  _run(program, f"SECRET = {secret!r}\nassert SECRET in add(1, 2)\n")
+  _run(limits, program, f"SECRET = {secret!r}\nassert SECRET in add(1, 2)\n")
 
 
-def test_no_network_even_to_the_host_loopback(host):
+def test_no_network_even_to_the_host_loopback(host, limits):
   listener = socket.socket()
   listener.bind(("127.0.0.1", 0))
   listener.listen(1)
@@ -199,14 +217,14 @@ def add(a, b):
     return 3
 """
   try:
-    _run(program)
+    _run(limits, program)
     with pytest.raises(BlockingIOError):
       listener.accept()
   finally:
     listener.close()
 
 
-def test_cannot_kill_the_parent_or_other_processes(host):
+def test_cannot_kill_the_parent_or_other_processes(host, limits):
   bystander = subprocess.Popen(["sleep", "30"])
   try:
     program = f"""
@@ -219,45 +237,56 @@ def add(a, b):
             pass
     return 0
 """
-    _run(program)
+    _run(limits, program)
     assert bystander.poll() is None, "the jailed program killed a host process"
   finally:
     bystander.kill()
     bystander.wait()
 
 
-def test_honest_program_may_use_its_work_directory(host):
+def test_honest_program_may_use_its_work_directory(host, limits):
   program = """
 def add(a, b):
     with open('scratch.txt', 'w') as f:
         f.write(str(a + b))
     return int(open('scratch.txt').read())
 """
-  assert code.execute(program, ADD_TEST, **LIMITS).status == "ok"
+  assert code.execute(program, ADD_TEST, **limits).status == "ok"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="namespaces and setuid need root")
-def test_isolation_mechanisms_are_active_as_root():
+def test_isolation_mechanisms_are_active_as_root(host):
   result = sandbox.run({"mode": "calls", "program": "import os", "setup": "",
                         "items": ["os.getuid()"]}, sandbox.Limits(time_s=1.0, memory_mb=256))
   assert set(result.isolation) == {"netns", "mountns", "pidns", "setuid"}
   assert sandbox.decode(result.records[0]["value"]) == sandbox.NOBODY
 
 
-def test_harness_dies_with_its_parent(host):
+def test_harness_dies_with_its_parent(host, scaled):
   """A worker killed mid-run (e.g. replaced as stuck) must not leave its jail behind."""
   script = ("import sys; sys.path.insert(0, %r)\n"
             "from r1jax.rewards import sandbox\n"
             "sandbox.run({'mode': 'calls', 'program': 'import time\\ntime.sleep(30)', 'setup': '',"
             " 'items': ['1']}, sandbox.Limits(time_s=30, memory_mb=256))\n"
             % os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-  worker = subprocess.Popen([psutil.Process().exe(), "-c", script])
-  deadline = time.monotonic() + 10
-  while time.monotonic() < deadline and not _nobody_processes():
+  worker = subprocess.Popen([sys.executable, "-c", script])
+  deadline = time.monotonic() + scaled(10)
+  while time.monotonic() < deadline and len(_jailed_under(host)) < 2:
     time.sleep(0.05)
-  assert _nobody_processes(), "the jailed program never started"
+  jail = _jailed_under(host)
+  assert len(jail) >= 2, "the harness never forked the jail"
   worker.send_signal(signal.SIGKILL)
   worker.wait()
-  deadline = time.monotonic() + 5
-  while time.monotonic() < deadline and _nobody_processes():
-    time.sleep(0.05)
+  _, alive = psutil.wait_procs(jail, timeout=scaled(5))
+  assert not alive, f"outlived their worker: {alive}"
+
+
+def test_harness_whose_parent_died_during_start_up_cleans_up(host):
+  """The parent can die before the harness arms its death signal: nobody else would clean up."""
+  workdir = tempfile.mkdtemp(prefix="r1jax-sbx-", dir=host)
+  spec = {"job": {"mode": "calls", "program": "", "setup": "", "items": []},
+          "limits": {}, "workdir": workdir, "result_fd": -1, "parent": -1}  # not our pid
+  harness = subprocess.run([sys.executable, "-I", "-S", sandbox.__file__],
+                           input=json.dumps(spec).encode(), capture_output=True)
+  assert harness.returncode == 1, harness.stderr.decode()
+  assert not os.path.exists(workdir)

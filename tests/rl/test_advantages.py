@@ -1,5 +1,7 @@
 """Group advantages and reward statistics against NumPy restatements."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -60,21 +62,21 @@ def test_group_size_must_divide_rewards():
 def test_kl_in_reward_subtracts_sequence_kl_before_grouping():
   rng = np.random.default_rng(1)
   n, t = 2 * G, 5
-  rollout = {"rewards": rng.random(n).astype(np.float32),
-             "old_logprobs": rng.uniform(-3, 0, (n, t)).astype(np.float32),
-             "ref_logprobs": rng.uniform(-3, 0, (n, t)).astype(np.float32),
-             "completion_mask": np.arange(t)[None] < rng.integers(1, t + 1, n)[:, None]}
+  rewards = rng.random(n).astype(np.float32)
+  rollout = SimpleNamespace(old_logprobs=rng.uniform(-3, 0, (n, t)).astype(np.float32),
+                            ref_logprobs=rng.uniform(-3, 0, (n, t)).astype(np.float32),
+                            completion_mask=np.arange(t)[None] < rng.integers(1, t + 1, n)[:, None])
   cfg = GRPOConfig(num_generations=G, kl_placement="reward", kl_coef=0.1, advantage="no-std")
-  r = rollout["ref_logprobs"] - rollout["old_logprobs"]
-  seq_kl = np.where(rollout["completion_mask"], np.exp(r) - r - 1, 0).sum(1)
-  np.testing.assert_allclose(sequence_kl(rollout["old_logprobs"], rollout["ref_logprobs"],
-                                         rollout["completion_mask"]), seq_kl, rtol=1e-5, atol=1e-6)
-  want = numpy_advantages(rollout["rewards"] - 0.1 * seq_kl, "no-std")
-  np.testing.assert_allclose(rollout_advantages(cfg, rollout), want, rtol=1e-5, atol=1e-6)
+  r = rollout.ref_logprobs - rollout.old_logprobs
+  seq_kl = np.where(rollout.completion_mask, np.exp(r) - r - 1, 0).sum(1)
+  np.testing.assert_allclose(sequence_kl(rollout.old_logprobs, rollout.ref_logprobs,
+                                         rollout.completion_mask), seq_kl, rtol=1e-5, atol=1e-6)
+  want = numpy_advantages(rewards - 0.1 * seq_kl, "no-std")
+  np.testing.assert_allclose(rollout_advantages(cfg, rollout, rewards), want, rtol=1e-5, atol=1e-6)
   # With the KL in the loss, the reward is left alone.
   in_loss = GRPOConfig(num_generations=G, kl_coef=0.1, advantage="no-std")
-  np.testing.assert_allclose(rollout_advantages(in_loss, rollout),
-                             numpy_advantages(rollout["rewards"], "no-std"), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(rollout_advantages(in_loss, rollout, rewards),
+                             numpy_advantages(rewards, "no-std"), rtol=1e-5, atol=1e-6)
 
 
 def test_rollout_metrics_per_type_and_zero_variance_fraction():

@@ -25,7 +25,6 @@ def test_defaults_are_valid_and_r1_stage1_is_expressible():
     ({"num_generations": 1}, "rl.num_generations", "[2, inf]"),
     ({"eps_low": -0.1}, "rl.eps_low", "[0.0, inf]"),
     ({"micro_batches": 0}, "rl.micro_batches", "[1, inf]"),
-    ({"temperature": 0.0}, "rl.temperature", "(0.0, inf]"),
     ({"kl_coeff": 0.1}, "rl.kl_coeff", "unknown key"),
 ])
 def test_grpo_config_errors_name_key_and_allowed(values, key, words):

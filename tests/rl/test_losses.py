@@ -1,17 +1,21 @@
 """The GRPO loss against an independent NumPy restatement: values and gradients w.r.t. the
 policy log-probs (and entropies), for every aggregation mode, KL estimator and clip variant;
-plus the invariants (rho = 1, policy = reference) and exact micro-batch accumulation."""
+plus the invariants (rho = 1, policy = reference) and the train step's exact micro-batch
+accumulation."""
 
 import dataclasses
 import itertools
+import zlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from r1jax.rl.batch import LearnerBatch
 from r1jax.rl.config import AGGREGATIONS, KL_ESTIMATORS, GRPOConfig
 from r1jax.rl.losses import denominator, grpo_loss, kl_estimate, loss_mask, policy_loss
+from r1jax.rl.step import minibatch_gradients
 
 CLIPS = {  # name -> (eps_low, eps_high, dual_clip)
     "ppo": (0.2, 0.2, None),
@@ -43,6 +47,11 @@ def _inputs(seed=0, n=8, t=7, spread=0.6):
   # Padding positions hold garbage the loss must ignore.
   logp[~mask], old[~mask], ref[~mask] = 50.0, -80.0, np.nan
   return dict(logp=logp, old=old, ref=ref, adv=adv, mask=mask, entropy=entropy, truncated=truncated)
+
+
+def numpy_mask(cfg: GRPOConfig, mask, truncated):
+  """The tokens that carry loss, restated: with mask_truncated, no token of a no-EOS output."""
+  return mask & ~truncated[:, None] if cfg.mask_truncated else mask
 
 
 def numpy_loss(cfg: GRPOConfig, logp, old, ref, adv, mask, entropy):
@@ -93,10 +102,10 @@ def jax_loss(cfg, logp, old, ref, adv, mask, entropy):
 
 def _check_against_numpy(cfg, x):
   mask = np.asarray(loss_mask(cfg, x["mask"], x["truncated"]))
-  args = (x["old"], x["ref"], x["adv"], mask)
   loss, (g_logp, g_ent) = jax.value_and_grad(jax_loss, argnums=(1, 6))(
-      cfg, x["logp"], *args, x["entropy"])
-  want, want_logp, want_ent = numpy_loss(cfg, x["logp"], *args, x["entropy"])
+      cfg, x["logp"], x["old"], x["ref"], x["adv"], mask, x["entropy"])
+  want, want_logp, want_ent = numpy_loss(cfg, x["logp"], x["old"], x["ref"], x["adv"],
+                                         numpy_mask(cfg, x["mask"], x["truncated"]), x["entropy"])
   np.testing.assert_allclose(loss, want, rtol=2e-5, atol=1e-6)
   np.testing.assert_allclose(g_logp, want_logp, rtol=2e-4, atol=1e-6)
   np.testing.assert_allclose(g_ent, want_ent, rtol=1e-5, atol=1e-7)
@@ -107,7 +116,7 @@ def _check_against_numpy(cfg, x):
                          list(itertools.product(AGGREGATIONS, KL_ESTIMATORS, CLIPS)))
 def test_loss_and_gradient_match_numpy(aggregation, estimator, clip):
   cfg = _cfg(aggregation, estimator, clip)
-  x = _inputs(seed=hash((aggregation, estimator, clip)) % 1000)
+  x = _inputs(seed=zlib.crc32(f"{aggregation}/{estimator}/{clip}".encode()) % 1000)
   _check_against_numpy(cfg, x)
 
 
@@ -117,15 +126,22 @@ def test_entropy_bonus_and_truncation_mask_match_numpy(aggregation):
   _check_against_numpy(cfg, _inputs(seed=7))
 
 
-def test_clipping_actually_happens_in_the_random_inputs():
-  # Guards the test above: its inputs exercise both clips, the dual clip and the log-ratio clamp.
+@pytest.mark.parametrize("clip", ["dual", "ppo"])
+def test_clips_and_both_sides_of_the_log_ratio_clamp_are_exercised(clip):
+  # Guards the test above: its inputs exercise both clips, the dual clip, and the log-ratio
+  # clamp on both sides, also where it decides the loss: A < 0 with rho above the clamp and no
+  # dual clip (the dual clip would cap that loss whatever rho is).
   x = _inputs(seed=3, n=64, spread=1.0)
-  cfg = _cfg(clip="dual", log_ratio_clamp=1.0)
+  cfg = _cfg(clip=clip, log_ratio_clamp=1.0)
   terms = policy_loss(jnp.asarray(x["logp"]), jnp.asarray(x["old"]), jnp.asarray(x["adv"]), cfg)
   m = x["mask"]
-  assert terms.clipped_low[m].any() and terms.clipped_high[m].any() and terms.clipped_dual[m].any()
-  assert (np.abs(x["logp"] - x["old"])[m] > 1.0).any()
-  assert (np.abs(x["logp"] - x["ref"])[m] > 1.0).any()
+  assert terms.clipped_low[m].any() and terms.clipped_high[m].any()
+  assert terms.clipped_dual[m].any() == (clip == "dual")
+  for other in (x["old"], x["ref"]):
+    diff = (x["logp"] - other)[m]
+    assert (diff > 1.0).any() and (diff < -1.0).any()
+  above = (x["logp"] - x["old"] > 1.0) & (x["adv"][:, None] < 0) & m
+  assert above.any()
   _check_against_numpy(cfg, x)
 
 
@@ -179,24 +195,30 @@ def test_k3_is_nonnegative_and_unbiased_for_kl():
 
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
-def test_micro_batch_accumulation_equals_one_batch(aggregation):
-  cfg = _cfg(aggregation, clip="dual", entropy_coef=0.01)
-  x = _inputs(seed=21, n=12)
-  args = lambda rows: (x["old"][rows], x["ref"][rows], x["adv"][rows], x["mask"][rows])
-  rows = np.arange(12)
-  full = jax.grad(lambda lp: jax_loss(cfg, lp, *args(rows), x["entropy"]))(x["logp"])
-  global_denom = denominator(x["mask"], aggregation)
-  micro_grads, micro_denoms, micro_losses = [], [], []
-  for part in np.split(rows, 4):
-    def micro(lp, part=part):
-      terms, d = grpo_loss(cfg, lp, *args(part), x["entropy"][part])
-      return terms.loss / global_denom, d
-    (loss, d), g = jax.value_and_grad(micro, has_aux=True)(x["logp"][part])
-    micro_grads.append(g); micro_denoms.append(d); micro_losses.append(loss)
-  assert float(sum(micro_denoms)) == float(global_denom)
-  np.testing.assert_allclose(np.concatenate(micro_grads), full, rtol=1e-6, atol=1e-9)
-  np.testing.assert_allclose(sum(micro_losses), jax_loss(cfg, x["logp"], *args(rows), x["entropy"]),
-                             rtol=1e-5)
-  # Dividing by each micro-batch's own denominator (the classic bug) would not match.
-  naive = [g * float(global_denom) / max(float(d), 1.0) for g, d in zip(micro_grads, micro_denoms)]
-  assert not np.allclose(np.concatenate(naive) / 4, full, rtol=1e-3)
+def test_train_step_micro_batches_accumulate_to_the_minibatch_loss(aggregation):
+  # The step's own accumulation (`minibatch_gradients`) with a "model" whose parameters are the
+  # log-probs themselves, so its gradient can be held against the NumPy minibatch loss. Outputs
+  # differ in length and truncation, so each micro-batch has its own denominator.
+  cfg = _cfg(aggregation, clip="dual", entropy_coef=0.01, mask_truncated=True, micro_batches=4)
+  x = _inputs(seed=21, n=16)
+  n, t = x["logp"].shape
+  rows = np.arange(n)
+  batch = LearnerBatch(prompt_tokens=np.zeros((n // 4, 1), np.int32),
+                       prompt_mask=np.ones((n // 4, 1), bool),
+                       completion_tokens=np.repeat(rows[:, None], t, 1).astype(np.int32),
+                       completion_mask=x["mask"], old_logprobs=x["old"], ref_logprobs=x["ref"],
+                       truncated=x["truncated"], advantages=x["adv"])
+  entropy = jnp.asarray(x["entropy"])
+
+  def stats(logp, micro):   # the rows of one micro-batch, named by their completion tokens
+    row = micro.completion_tokens[:, 0]
+    return logp[row], entropy[row], {"aux_loss": jnp.zeros(()), "expert_load": None}
+
+  acc = jax.jit(lambda lp: minibatch_gradients(cfg, stats, lp, batch))(jnp.asarray(x["logp"]))
+  want, want_logp, _ = numpy_loss(cfg, x["logp"], x["old"], x["ref"], x["adv"],
+                                  numpy_mask(cfg, x["mask"], x["truncated"]), x["entropy"])
+  np.testing.assert_allclose(acc.terms.loss / acc.denominator, want, rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(acc.grads, want_logp, rtol=2e-4, atol=1e-6)
+  groups = [slice(4 * p, 4 * p + 4) for p in range(4)]   # one group per micro-batch
+  assert len({float(denominator(numpy_mask(cfg, x["mask"][g], x["truncated"][g]), aggregation))
+              for g in groups}) > 1

@@ -42,7 +42,7 @@ def _first_update(tx, grads, params):
 
 def test_router_bias_is_neither_updated_nor_decayed():
   params, grads = _params_and_grads()
-  tx = make_optimizer(OptimConfig(lr=0.1, weight_decay=0.5), params)
+  tx = make_optimizer(OptimConfig(lr=0.1, weight_decay=0.5))
   updates, _ = _first_update(tx, grads, params)
   assert float(jnp.abs(updates["moe"]["moe"]["router_bias"]).max()) == 0.0
   assert float(jnp.abs(updates["moe"]["moe"]["router"]).min()) > 0
@@ -53,7 +53,7 @@ def test_router_bias_is_neither_updated_nor_decayed():
 def test_weight_decay_skips_norms_only():
   params, _ = _params_and_grads()
   zero = jax.tree.map(jnp.zeros_like, params)
-  tx = make_optimizer(OptimConfig(lr=0.1, weight_decay=0.5, grad_clip=0.0), params)
+  tx = make_optimizer(OptimConfig(lr=0.1, weight_decay=0.5, grad_clip=0.0))
   updates, _ = _first_update(tx, zero, params)           # zero gradient: only decay moves
   np.testing.assert_allclose(updates["embed"], -0.1 * 0.5 * params["embed"], rtol=1e-6)
   assert float(jnp.abs(updates["final_norm"]).max()) == 0.0
@@ -67,8 +67,8 @@ def test_gradients_clipped_to_global_norm():
   grads = {"w": jnp.full(4, 10.0)}                         # global norm 20 -> 0.5 per entry
   # A large Adam eps makes the first update depend on the gradient's scale: g / (|g| + eps).
   cfg = OptimConfig(lr=1.0, b1=0.0, b2=0.0, eps=10.0, weight_decay=0.0, grad_clip=1.0)
-  updates, _ = _first_update(make_optimizer(cfg, params), grads, params)
+  updates, _ = _first_update(make_optimizer(cfg), grads, params)
   np.testing.assert_allclose(updates["w"], -0.5 / 10.5, rtol=1e-5)
   unclipped = OptimConfig(lr=1.0, b1=0.0, b2=0.0, eps=10.0, weight_decay=0.0, grad_clip=0.0)
-  updates, _ = _first_update(make_optimizer(unclipped, params), grads, params)
+  updates, _ = _first_update(make_optimizer(unclipped), grads, params)
   np.testing.assert_allclose(updates["w"], -10.0 / 20.0, rtol=1e-5)

@@ -1,5 +1,5 @@
 """The jitted train step: sharded = single device, micro-batched = one batch, metrics, donation,
-the reference reset in a loop, and a tiny MoE (router bias moved only by the balance rule)."""
+and a tiny MoE (router bias moved only by the balance rule)."""
 
 import dataclasses
 
@@ -14,9 +14,9 @@ from r1jax.config import ConfigError
 from r1jax.mesh import MeshConfig, make_mesh, tree_shardings
 from r1jax.models.moe import balance_bias_update
 from r1jax.rl.advantages import group_advantages
+from r1jax.rl.batch import LearnerBatch
 from r1jax.rl.config import GRPOConfig, OptimConfig
 from r1jax.rl.logprobs import completion_stats
-from r1jax.rl.schedule import maybe_reset_reference
 from r1jax.rl.step import init_train_state, make_train_step
 
 CFG = models.ModelConfig(vocab_size=64, dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
@@ -43,13 +43,13 @@ def _batch(seed=0):
   lengths[:G] = 1                                     # prompt 0's outputs are short
   completion_mask = np.arange(T)[None] < lengths[:, None]
   rewards = rng.integers(0, 2, n).astype(np.float32)
-  return {"prompt_tokens": prompt_tokens, "prompt_mask": prompt_mask,
-          "completion_tokens": rng.integers(1, 64, (n, T)).astype(np.int32),
-          "completion_mask": completion_mask,
-          "old_logprobs": (np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
-          "ref_logprobs": (np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
-          "advantages": np.asarray(group_advantages(rewards, G)),
-          "truncated": lengths == T, "rewards": rewards}
+  return LearnerBatch(
+      prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
+      completion_tokens=rng.integers(1, 64, (n, T)).astype(np.int32),
+      completion_mask=completion_mask,
+      old_logprobs=(np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
+      ref_logprobs=(np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
+      advantages=np.asarray(group_advantages(rewards, G)), truncated=lengths == T)
 
 
 def _mesh(ici):
@@ -111,6 +111,17 @@ def test_sharded_step_matches_single_device(single):
   _assert_trees_close(metrics, want_metrics, atol=1e-6, rtol=1e-5)
 
 
+def test_state_from_host_params_is_born_sharded_like_a_fresh_one():
+  mesh = _mesh(SHARDED)
+  fresh = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  host = jax.tree.map(np.asarray, fresh.params)
+  state = init_train_state(CFG, OPTIM, host, mesh)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(fresh)):
+    assert a.sharding == b.sharding, jax.tree_util.keystr(path)
+  _assert_trees_close(state.params, host, rtol=0, atol=0)
+  assert int(state.step) == 0
+
+
 def test_micro_batches_match_one_batch(single):
   _, mesh, params0, want_state, want_metrics = single
   state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
@@ -124,23 +135,23 @@ def test_metrics_match_numpy(single):
   _, _, params0, _, m = single
   b = _batch()
   logp, entropy, _ = jax.jit(completion_stats, static_argnums=0)(
-      CFG, params0, b["prompt_tokens"], b["prompt_mask"], b["completion_tokens"])
+      CFG, params0, b.prompt_tokens, b.prompt_mask, b.completion_tokens)
   logp, entropy = np.asarray(logp, np.float64), np.asarray(entropy, np.float64)
-  mask = b["completion_mask"] & ~b["truncated"][:, None]
-  adv = np.broadcast_to(b["advantages"][:, None], mask.shape)
-  rho = np.exp(logp - b["old_logprobs"])
-  r_old, r_ref = b["old_logprobs"] - logp, b["ref_logprobs"] - logp
+  mask = b.completion_mask & ~b.truncated[:, None]
+  adv = np.broadcast_to(b.advantages[:, None], mask.shape)
+  rho = np.exp(logp - b.old_logprobs)
+  r_old, r_ref = b.old_logprobs - logp, b.ref_logprobs - logp
   k3 = lambda r: np.exp(r) - r - 1
-  lengths = b["completion_mask"].sum(1)
+  lengths = b.completion_mask.sum(1)
   want = {
       "clip_frac/low": ((adv < 0) & (rho < 0.8))[mask].mean(),
       "clip_frac/high": ((adv > 0) & (rho > 1.28))[mask].mean(),
       "approx_kl/old": k3(r_old)[mask].mean(), "approx_kl/ref": k3(r_ref)[mask].mean(),
       "entropy": entropy[mask].mean(), "loss/kl": k3(r_ref)[mask].mean(),
-      "advantage/mean": b["advantages"].mean(), "advantage/std": b["advantages"].std(),
-      "advantage/min": b["advantages"].min(), "advantage/max": b["advantages"].max(),
+      "advantage/mean": b.advantages.mean(), "advantage/std": b.advantages.std(),
+      "advantage/min": b.advantages.min(), "advantage/max": b.advantages.max(),
       "response_length/mean": lengths.mean(), "response_length/max": lengths.max(),
-      "response_length/truncated_frac": b["truncated"].mean(), "lr": OPTIM.lr,
+      "response_length/truncated_frac": b.truncated.mean(), "lr": OPTIM.lr,
   }
   for key, value in want.items():
     np.testing.assert_allclose(float(m[key]), value, rtol=1e-4, atol=1e-6, err_msg=key)
@@ -152,26 +163,6 @@ def test_metrics_match_numpy(single):
   assert 0 < float(m["grad_norm"]) < np.inf
 
 
-def test_reference_resets_at_step_k_in_a_training_loop(single):
-  step, mesh, _, _, _ = single
-  state = init_train_state(CFG, OPTIM, jax.random.key(2), mesh)
-  initial = jax.tree.map(np.asarray, state.params)
-  ref = jax.tree.map(jnp.copy, state.params)
-  history = []
-  for _ in range(3):
-    state, _ = step(state, _batch())
-    ref = maybe_reset_reference(int(state.step), 2, state.params, ref)
-    history.append((int(state.step), jax.tree.map(np.asarray, state.params),
-                    jax.tree.map(np.asarray, ref)))
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
-                                                               jax.tree.leaves(b)))
-  (s1, p1, r1), (s2, p2, r2), (s3, p3, r3) = history
-  assert (s1, s2, s3) == (1, 2, 3)
-  assert same(r1, initial) and not same(r1, p1)            # before K: still the initial policy
-  assert same(r2, p2)                                      # at K: the policy of step K
-  assert same(r3, p2) and not same(r3, p3)                 # after: unchanged until 2K
-
-
 def test_moe_router_bias_moves_only_by_the_balance_rule():
   mesh = _mesh(SINGLE)
   state = init_train_state(MOE_CFG, OPTIM, jax.random.key(0), mesh)
@@ -180,7 +171,7 @@ def test_moe_router_bias_moves_only_by_the_balance_rule():
   params0 = jax.tree.map(np.asarray, state.params)
   b = _batch()
   _, _, aux = jax.jit(completion_stats, static_argnums=0)(
-      MOE_CFG, params0, b["prompt_tokens"], b["prompt_mask"], b["completion_tokens"])
+      MOE_CFG, params0, b.prompt_tokens, b.prompt_mask, b.completion_tokens)
   step = make_train_step(MOE_CFG, dataclasses.replace(GRPO, micro_batches=2), OPTIM, mesh)
   state, metrics = step(state, b)
   want = balance_bias_update(params0["moe"]["moe"]["router_bias"], aux["expert_load"], 0.05)

@@ -13,10 +13,10 @@ def test_chunks_arrive_in_order_and_equal_a_single_call(ref):
   params = ref.make_params(cfg)
   prompts = ref.PROMPTS + [[4, 4, 1], [2]]
   tokens, mask = ref.left_padded(prompts)
-  config = SamplingConfig(num_samples=3, max_new_tokens=5, eos_ids=(3,), prompts_per_chunk=2)
+  config = SamplingConfig(max_new_tokens=5, eos_ids=(3,), prompts_per_chunk=2)
   whole = sample(cfg, params, tokens, mask, jax.random.key(4), num_samples=3, max_new_tokens=5,
                  eos_ids=(3,))
-  chunks = sample_chunks(cfg, params, tokens, mask, jax.random.key(4), config)
+  chunks = sample_chunks(cfg, params, tokens, mask, jax.random.key(4), config, 3)
   assert isinstance(chunks, types.GeneratorType)
   part, first = next(chunks)  # available before the remaining chunks are consumed
   compiled = rollout_jit._cache_size()

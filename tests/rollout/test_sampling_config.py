@@ -14,7 +14,7 @@ def test_from_dict_builds_a_hashable_config():
 
 
 @pytest.mark.parametrize("key,value", [
-    ("num_samples", 0), ("max_new_tokens", 0), ("temperature", -0.5), ("top_p", 0.0),
+    ("max_new_tokens", 0), ("temperature", -0.5), ("top_p", 0.0),
     ("top_p", 1.5), ("top_k", -1), ("cache_dtype", "int8"), ("prompts_per_chunk", 0),
     ("pad_id", -1)])
 def test_bad_values_name_their_key(key, value):
@@ -31,5 +31,7 @@ def test_sampler_rejects_ids_outside_the_vocabulary_and_bad_prompts(ref):
     sample(cfg, params, tokens, mask, rng, max_new_tokens=2, eos_ids=(1, cfg.vocab_size))
   with pytest.raises(ValueError, match="LEFT-padded"):
     sample(cfg, params, tokens, np.flip(mask, axis=1), rng, max_new_tokens=2)
+  with pytest.raises(ConfigError, match="'num_samples': got 0"):
+    sample(cfg, params, tokens, mask, rng, num_samples=0, max_new_tokens=2)
   with pytest.raises(ValueError, match="num_prompts, prompt_len"):
     sample(cfg, params, tokens, mask[:, 1:], rng, max_new_tokens=2)

@@ -11,6 +11,7 @@ is affine in the number of layers: weights, caches, per-layer traffic and work).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -18,10 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from r1jax import models, plan_hlo
+from r1jax import models
 from r1jax.experiment import Experiment
 from r1jax.mesh import logical_sharding, tree_shardings, use_mesh
-from r1jax.rl import step as step_lib
+from r1jax.plan import hlo
+from r1jax.rl.batch import LearnerBatch
+from r1jax.rl.optim import make_optimizer
+from r1jax.rl.step import TrainState, make_train_step, state_shardings
 from r1jax.rollout import sampler
 
 # The sampler is compiled with these layer counts when the model has more than the larger one.
@@ -37,7 +41,7 @@ class CompiledFigures:
   temp_bytes: float
   inputs: dict[str, float]                  # argument bytes by category, from input shardings
   xla_flops: float                          # cost_analysis(): loop bodies counted once
-  hlo_flops: float                          # dots with loop trip counts (plan_hlo)
+  hlo_flops: float                          # dots with loop trip counts (`hlo`)
   collective_bytes: dict[str, float]
   collective_bytes_by_link: dict[str, float]
   collective_time_terms: dict[str, float]
@@ -74,7 +78,7 @@ def _figures(compiled, inputs: dict, mesh: Mesh, devices_per_node: int, layers: 
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  stats = plan_hlo.analyse(compiled.as_text(), node_of=_node_of(mesh, devices_per_node),
+  stats = hlo.analyse(compiled.as_text(), node_of=_node_of(mesh, devices_per_node),
                            unknown_trip_count=unknown_trip_count)
   return CompiledFigures(
       float(memory.argument_size_in_bytes), float(memory.output_size_in_bytes),
@@ -84,23 +88,18 @@ def _figures(compiled, inputs: dict, mesh: Mesh, devices_per_node: int, layers: 
       stats.collective_time_terms, layers)
 
 
-def minibatch_shapes(exp: Experiment) -> dict[str, tuple[tuple[int, ...], object]]:
-  """One optimizer step's batch at the configured sizes (completions at full length)."""
-  bp = exp.data.questions_per_step // exp.rl.num_minibatches
-  n, p, t = bp * exp.rl.num_generations, exp.data.max_prompt_len, exp.rollout.max_new_tokens
-  return {"prompt_tokens": ((bp, p), jnp.int32), "prompt_mask": ((bp, p), jnp.bool_),
-          "completion_tokens": ((n, t), jnp.int32), "completion_mask": ((n, t), jnp.bool_),
-          "old_logprobs": ((n, t), jnp.float32), "ref_logprobs": ((n, t), jnp.float32),
-          "advantages": ((n,), jnp.float32), "truncated": ((n,), jnp.bool_)}
-
-
 def compile_train_step(exp: Experiment, mesh: Mesh, devices_per_node: int) -> CompiledFigures:
+  """One optimizer step on a minibatch at the configured sizes (completions at full length)."""
   rules = exp.mesh.rules
-  shardings = step_lib.state_shardings(exp.model, exp.optim, mesh, rules)
-  state = _abstract(jax.eval_shape(step_lib._init_fn(exp.model, exp.optim), jax.random.key(0)),
-                    shardings)
-  batch = {k: _batch_struct(s, d, mesh, rules) for k, (s, d) in minibatch_shapes(exp).items()}
-  train_step = step_lib.make_train_step(exp.model, exp.rl, exp.optim, mesh, rules)
+  params = jax.eval_shape(functools.partial(models.init, exp.model), jax.random.key(0))
+  state = TrainState(params, jax.eval_shape(make_optimizer(exp.optim).init, params),
+                     jax.ShapeDtypeStruct((), jnp.int32))
+  state = _abstract(state, state_shardings(exp.model, exp.optim, mesh, rules))
+  bp = exp.data.questions_per_step // exp.rl.num_minibatches
+  batch = LearnerBatch.abstract(bp, exp.rl.num_generations, exp.data.max_prompt_len,
+                                exp.rollout.max_new_tokens)
+  batch = jax.tree.map(lambda x: _batch_struct(x.shape, x.dtype, mesh, rules), batch)
+  train_step = make_train_step(exp.model, exp.rl, exp.optim, mesh, rules)
   compiled = train_step.jitted(batch).lower(state, batch).compile()
   inputs = {"params": state.params, "optimizer": state.opt_state, "batch": batch}
   return _figures(compiled, inputs, mesh, devices_per_node, exp.model.num_layers)
@@ -125,8 +124,8 @@ def compile_rollout(exp: Experiment, mesh: Mesh, devices_per_node: int,
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
   offset = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
   with use_mesh(mesh, rules):
-    compiled = sampler.rollout_jit.lower(model_cfg, exp.rollout, mesh, params, prompts, mask,
-                                         rng, offset).compile()
+    compiled = sampler.rollout_jit.lower(model_cfg, exp.rollout, exp.rl.num_generations, mesh,
+                                         params, prompts, mask, rng, offset).compile()
   return _figures(compiled, {"params": params, "prompts": (prompts, mask)}, mesh,
                   devices_per_node, model_cfg.num_layers,
                   unknown_trip_count=exp.rollout.max_new_tokens)

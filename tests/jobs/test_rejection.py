@@ -3,7 +3,7 @@ filters on, only the readable ones), and its statistics count what was kept and 
 import pytest
 
 from r1jax.config import ConfigError
-from r1jax.rejection import RejectionConfig, repetition, select
+from r1jax.jobs.rejection import RejectionConfig, repetition, select
 from r1jax.rewards.compose import score_one
 from r1jax.rewards.config import RewardConfig
 

@@ -6,8 +6,8 @@ sample only if its verifier accepted it (accuracy 1) and it passes the readabili
 are switched on: the exact R1 format, language consistency of the CoT at or above a threshold, and
 no degenerate repetition. Exact duplicates of a prompt's kept answers are dropped, and at most
 `max_per_prompt` are kept. The kept samples go to `<workdir>/traces.jsonl` (the rows the SFT
-trainer reads), the acceptance statistics (kept/total overall, per type, per difficulty, and why
-samples were rejected) to `<workdir>/acceptance.json`.
+trainer reads); the acceptance statistics (kept/total overall, per type, per difficulty, and why
+samples were rejected) are the job's summary.
 """
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ from typing import Any
 import jax
 from absl import logging
 
-from r1jax import mesh as mesh_lib
 from r1jax.config import check_choice, check_range
 from r1jax.data.pipeline import load_examples, make_batch
-from r1jax.policy import load_policy, sampling_for
+from r1jax.data.schema import FIELDS, SPLITS
+from r1jax.distributed import is_chief
+from r1jax.experience import sample_and_score, sampling_for, scoring
+from r1jax.policy import load_policy
 from r1jax.rewards import fmt, language
-from r1jax.rewards.service import RewardService
-from r1jax.rl.experience import sample_and_score
 
+TRACES = "traces.jsonl"
 REASONS = ("unverified", "format", "language", "repetition", "duplicate", "over_quota")
 
 
@@ -48,7 +49,7 @@ class RejectionConfig:
   seed: int = 0
 
   def validate(self):
-    check_choice("split", self.split, ("train", "eval", "test"))
+    check_choice("split", self.split, SPLITS)
     for key in ("num_problems", "max_new_tokens", "max_per_prompt"):
       check_range(key, getattr(self, key), 0)
     check_range("num_samples", self.num_samples, 1)
@@ -114,8 +115,7 @@ def select(cfg: RejectionConfig, examples: Sequence[Mapping], completions: Seque
         reasons[reason] += 1
         continue
       answers.add(completions[i])
-      kept.append({"prompt": example["prompt"], "completion": completions[i],
-                   **{f: example[f] for f in ("data_type", "gold", "difficulty", "source_id")}})
+      kept.append({**{f: example[f] for f in FIELDS}, "completion": completions[i]})
   total = len(completions)
   stats = {"kept": len(kept), "total": total, "acceptance": len(kept) / total if total else 0.0,
            "prompts": len(examples),
@@ -127,35 +127,27 @@ def select(cfg: RejectionConfig, examples: Sequence[Mapping], completions: Seque
 
 
 def run(exp, workdir: str) -> dict[str, Any]:
-  """The `rejection` job; returns the acceptance statistics."""
+  """The `rejection` job: writes the kept traces; returns the acceptance statistics."""
   cfg = exp.rejection
   model_cfg, params, tokenizer = load_policy(exp.base_model, exp.model, exp.tokenizer, cfg.seed)
   examples = load_examples(exp.data, cfg.split, tokenizer=tokenizer)
   examples = examples[:cfg.num_problems] if cfg.num_problems else examples
-  sampling = sampling_for(exp.rollout, tokenizer, num_samples=cfg.num_samples,
-                          temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens)
-  mesh = mesh_lib.make_mesh(exp.mesh)
-  rewards = RewardService(exp.rewards)
+  sampling = sampling_for(exp.rollout, tokenizer, temperature=cfg.temperature,
+                          max_new_tokens=cfg.max_new_tokens)
   texts, accuracy = [], []
-  try:
-    with mesh_lib.use_mesh(mesh, exp.mesh.rules):
-      params = jax.device_put(params)
-      for b, start in enumerate(range(0, len(examples), cfg.prompts_per_batch)):
-        part = examples[start:start + cfg.prompts_per_batch]
-        batch = make_batch(part, tokenizer, template=exp.data.template,
-                           max_prompt_len=exp.data.max_prompt_len)
-        rng = jax.random.fold_in(jax.random.key(cfg.seed), b)
-        scored = sample_and_score(model_cfg, params, batch, rng, sampling, tokenizer, rewards)
-        texts += scored.texts
-        accuracy += scored.rewards.components["accuracy"].tolist()
-  finally:
-    rewards.close()
+  with scoring(exp, params) as (params, rewards):
+    for b, start in enumerate(range(0, len(examples), cfg.prompts_per_batch)):
+      batch = make_batch(examples[start:start + cfg.prompts_per_batch], tokenizer,
+                         template=exp.data.template, max_prompt_len=exp.data.max_prompt_len)
+      rng = jax.random.fold_in(jax.random.key(cfg.seed), b)
+      scored = sample_and_score(model_cfg, params, batch, rng, sampling, cfg.num_samples,
+                                tokenizer, rewards)
+      texts += scored.texts
+      accuracy += scored.rewards.components["accuracy"].tolist()
   kept, stats = select(cfg, examples, texts, accuracy, exp.rewards.target_language)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "traces.jsonl"), "w", encoding="utf-8") as f:
+  if is_chief():
+    with open(os.path.join(workdir, TRACES), "w", encoding="utf-8") as f:
       f.writelines(json.dumps(row) + "\n" for row in kept)
-    with open(os.path.join(workdir, "acceptance.json"), "w", encoding="utf-8") as f:
-      json.dump(stats, f, indent=2)
   logging.info("rejection sampling kept %d of %d samples (%.1f%%)", stats["kept"], stats["total"],
                100 * stats["acceptance"])
   return stats

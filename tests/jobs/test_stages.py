@@ -13,9 +13,9 @@ from ml_collections import config_flags
 from r1jax import experiment
 from r1jax.config import ConfigError
 from r1jax.metrics import read_jsonl
-from r1jax.pipeline import stage_experiment
+from r1jax.jobs.stages import stage_experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PIPELINE = os.path.join(ROOT, "experiments", "r1_pipeline.py")
 ORDER = ["cold_start", "rl1", "rejection", "reward_model", "sft", "rl2"]
 
@@ -70,14 +70,14 @@ def _cli(workdir):
 def test_tiny_pipeline_runs_end_to_end_and_rerun_skips(tmp_path):
   proc = _cli(tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  done = json.load(open(tmp_path / "pipeline.json"))
+  done = json.load(open(tmp_path / "summary.json"))
   assert list(done) == ORDER
   for name in ORDER:
     assert os.path.exists(tmp_path / name / "DONE.json")
   for name in ("cold_start", "rl1", "sft", "rl2", "reward_model"):
     assert os.path.exists(tmp_path / name / "export" / "model.safetensors"), name
     assert os.path.exists(tmp_path / name / "export" / "tokenizer.json"), name
-  acceptance = json.load(open(tmp_path / "rejection" / "acceptance.json"))
+  acceptance = json.load(open(tmp_path / "rejection" / "summary.json"))
   assert acceptance["total"] == 8 * 4
   assert len(read_jsonl(tmp_path / "rejection" / "traces.jsonl")) == acceptance["kept"]
   assert done["reward_model"]["summary"]["last_loss"] < done["reward_model"]["summary"]["first_loss"]

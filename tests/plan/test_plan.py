@@ -13,10 +13,11 @@ import sys
 
 import pytest
 
-from r1jax import experiment, plan_compile
+from r1jax import experiment
 from r1jax.mesh import MeshConfig, make_mesh
+from r1jax.plan import compiled
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MID = {"vocab_size": 32000, "dim": 768, "num_layers": 12, "num_heads": 12, "num_kv_heads": 2,
        "head_dim": 64, "ffn_dim": 2048, "qkv_bias": True, "max_seq_len": 4096, "remat": "full",
        "compute_dtype": "bfloat16"}
@@ -69,13 +70,14 @@ def test_sampler_layer_extrapolation_matches_full_compile():
   exp = experiment.Experiment()
   model = dataclasses.replace(exp.model, **{**MID, "num_layers": 6, "vocab_size": 4096})
   exp = dataclasses.replace(exp, model=model, mesh=MeshConfig(ici=(1, 4, 1, 1), dcn=(2, 1, 1, 1)),
-                            rollout=dataclasses.replace(exp.rollout, num_samples=4,
-                                                        max_new_tokens=64, prompts_per_chunk=4),
+                            rl=dataclasses.replace(exp.rl, num_generations=4),
+                            rollout=dataclasses.replace(exp.rollout, max_new_tokens=64,
+                                                        prompts_per_chunk=4),
                             data=dataclasses.replace(exp.data, max_prompt_len=32))
   mesh = make_mesh(exp.mesh)
-  a, b = (plan_compile.compile_rollout(exp, mesh, 4, layers) for layers in (2, 4))
-  full = plan_compile.compile_rollout(exp, mesh, 4)
-  line = plan_compile.extrapolate(a, b, 6)
+  a, b = (compiled.compile_rollout(exp, mesh, 4, layers) for layers in (2, 4))
+  full = compiled.compile_rollout(exp, mesh, 4)
+  line = compiled.extrapolate(a, b, 6)
   assert line.hlo_flops == pytest.approx(full.hlo_flops, rel=0.02)
   assert line.argument_bytes == pytest.approx(full.argument_bytes, rel=0.02)
   assert line.temp_bytes == pytest.approx(full.temp_bytes, rel=0.1)

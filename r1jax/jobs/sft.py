@@ -2,22 +2,20 @@
 
 Reads the policy named by `base_model` (a Hugging Face directory, `builtin:demo`, or a random init
 of `model`), trains with :func:`r1jax.sft.train.train_sft` under the experiment's mesh and
-optimizer (loss on response tokens of packed rows), writes `<workdir>/export` (weights, config and
-the base model's tokenizer) and `summary.json`, with eval metrics when `sft.evaluate` is set.
+optimizer (loss on response tokens of packed rows), and writes `<workdir>/export` (weights, config
+and the base model's tokenizer); its summary has eval metrics when `sft.evaluate` is set.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-import jax
 from absl import logging
 
 from r1jax import mesh as mesh_lib
-from r1jax.export import export_policy
-from r1jax.policy import load_policy
+from r1jax.experience import evaluate_policy
+from r1jax.policy import EXPORT, export_policy, load_policy
 from r1jax.sft.data import sft_rows, token_pairs
 from r1jax.sft.train import train_sft
 
@@ -27,19 +25,14 @@ def run(exp, workdir: str) -> dict[str, Any]:
   rows = sft_rows(exp)
   if not rows:
     raise ValueError(f"sft.data {exp.sft.data} gave no examples; a rejection stage that kept "
-                     "nothing writes an empty file (see its acceptance.json)")
+                     "nothing writes an empty file (see its summary.json)")
   pairs = token_pairs(rows, tokenizer, exp.data.template)
   logging.info("SFT on %d examples (%d response tokens)", len(pairs),
                sum(len(c) for _, c in pairs))
   params = train_sft(model_cfg, exp.sft, exp.optim, pairs, workdir, init_params=params,
                      mesh=mesh_lib.make_mesh(exp.mesh), rules=exp.mesh.rules)
   summary: dict[str, Any] = {"examples": len(pairs), "steps": exp.sft.steps}
-  export_policy(model_cfg, params, exp.base_model, os.path.join(workdir, "export"))
+  export_policy(model_cfg, params, exp.base_model, os.path.join(workdir, EXPORT))
   if exp.sft.evaluate:
-    from r1jax.policy_eval import evaluate_policy  # the sampler; only when asked for
-    metrics, _ = evaluate_policy(exp, model_cfg, params, tokenizer, seed=exp.sft.seed)
-    summary["last"] = metrics
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-      json.dump(summary, f, indent=2)
+    summary["last"], _ = evaluate_policy(exp, model_cfg, params, tokenizer, seed=exp.sft.seed)
   return summary
