@@ -55,7 +55,10 @@ class ProgramClock:
     # A process that exited and was reaped where we cannot see it takes its CPU time with it:
     # never let the charge go down.
     self._cpu_s = max(self._cpu_s, cpu_s)
-    if self.has_schedstat and not runnable:
+    # A task that ended between two samples takes its run-queue waits with it, so an interval in
+    # which tasks came or went cannot be shown idle: it is never charged as idle (under heavy load
+    # the waits of reaped children would otherwise be billed to the program).
+    if self.has_schedstat and not runnable and seen.keys() == self._seen.keys():
       # Tasks working in parallel can be busy for more than the interval: then nothing was idle.
       self._idle_s += max(0.0, (now - self._last) - active_ns / 1e9)
     self._seen, self._last = seen, now

@@ -100,7 +100,8 @@ def _score(cpu: int, busy: int, scaled):
       share = _cpu_share(cpu)
       # Only the wall-clock backstops stretch with the load; the verdicts' clocks do not.
       stretched = lambda seconds: scaled(seconds) / share  # noqa: E731
-      config = RewardConfig(**LIMITS, code_wall_limit_s=stretched(10),
+      # The sandbox's backstop has a config ceiling; a machine that slow still gets the most.
+      config = RewardConfig(**LIMITS, code_wall_limit_s=min(stretched(10), 3600.0),
                             item_deadline_s=stretched(60), batch_deadline_s=stretched(600))
       svc = RewardService(config)
     with svc:
