@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2 --durations=15
 
-.PHONY: install test demo base-model ablations clean
+.PHONY: install test demo base-model ablations bench-venv clean
 
 $(STAMP): requirements.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,3 +46,13 @@ base-model: install
 ablations: install
 	$(PY) -m r1jax.main --config=experiments/ablation_distill_vs_rl.py:tiny --workdir=runs/ablation-distill
 	$(PY) -m r1jax.main --config=experiments/ablation_scale.py:tiny --workdir=runs/ablation-scale
+
+# The peers of benchmarks/ (PyTorch, transformers) live in their own venv, out of the main one.
+# Run a benchmark on a quiet machine: .venv-bench/bin/python -m benchmarks.<name> (BENCHMARKS.md).
+BENCH_VENV := .venv-bench
+bench-venv: $(BENCH_VENV)/.installed
+$(BENCH_VENV)/.installed: requirements.txt setup.cfg pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -r requirements.txt torch==2.13.0 transformers
+	$(BENCH_VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@

@@ -3,7 +3,7 @@ against the rate at which the rollout consumes questions (default: the demo's 8 
 every 2 s). Prints the headroom ratio; the goal is at least 10x. Builds a procedural TFDS dataset
 in a temporary data dir unless --data_dir is given.
 
-  python benchmarks/data_pipeline.py [--tokenizer=char|PATH] [--worker_count=0] [--read_threads=4]
+  .venv/bin/python -m benchmarks.data_pipeline [--tokenizer=char|PATH] [--worker_count=0] [--read_threads=4]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 
 import tensorflow_datasets as tfds
 
+from benchmarks import machine
 from r1jax.data import pipeline
 from r1jax.data.config import DataConfig
 from r1jax.data.tokenizers import load_tokenizer
@@ -31,8 +32,13 @@ def main() -> None:
   parser.add_argument("--read_threads", type=int, default=4)
   parser.add_argument("--worker_count", type=int, default=0)
   parser.add_argument("--batches", type=int, default=400, help="batches to time")
+  machine.add_flags(parser, repeats=None)
   args = parser.parse_args()
+  with machine.Session(args) as session:
+    measure(args, session)
 
+
+def measure(args, session: machine.Session) -> None:
   tfds.display_progress_bar(False)
   data_dir = args.data_dir or tempfile.mkdtemp(prefix="r1jax_bench_")
   config = DataConfig(data_dir=data_dir, procedural_sizes=(args.examples_per_level, 10, 10),
@@ -65,7 +71,7 @@ def main() -> None:
         f"{data.questions_per_batch} in {elapsed:.2f} s)")
   print(f"rollout consumes: {consumed:.1f} questions/s "
         f"({args.questions_per_step} per step every {args.step_seconds} s)")
-  print(f"headroom: {produced / consumed:,.0f}x (goal >= 10x)")
+  print(f"headroom: {produced / consumed:,.0f}x (goal >= 10x){session.mark()}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ context (math: bare ``math_verify`` calls; code: one unsandboxed ``python -c`` p
 share of a simulated step that the trainer spends waiting in ``collect`` when completions are
 submitted chunk by chunk while sampling. Worker start-up is excluded from the rates.
 
-    python benchmarks/rewards.py [--math N] [--code N]
+    .venv/bin/python -m benchmarks.rewards [--math N] [--code N]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+from benchmarks import machine
 from r1jax.rewards import compose
 from r1jax.rewards.config import RewardConfig
 from r1jax.rewards.service import RewardService
@@ -104,7 +105,13 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--math", type=int, default=200)
   parser.add_argument("--code", type=int, default=30)
+  machine.add_flags(parser, repeats=None)
   args = parser.parse_args()
+  with machine.Session(args) as session:
+    measure(args, session)
+
+
+def measure(args, session: machine.Session) -> None:
   cfg = RewardConfig(format_weight=0.1, code_time_limit_s=2.0)
   for name, items, naive in (("math", math_items(args.math), rate_naive_math),
                              ("code", code_items(args.code), rate_naive_code)):
@@ -115,9 +122,9 @@ def main() -> None:
     two = rate_service(items, 2, cfg)
     print(f"{name}: naive {naive_rate:.1f}/s  inline {inline:.1f}/s  1 worker {one:.1f}/s  "
           f"2 workers {two:.1f}/s  |  2w/1w {two / one:.2f}x  2w/inline {two / inline:.2f}x  "
-          f"inline/naive {inline / naive_rate:.2f}x")
+          f"inline/naive {inline / naive_rate:.2f}x{session.mark()}")
   print(f"trainer wait in collect: {100 * wait_share(cfg):.1f}% of a simulated step "
-        "(8 chunks x 0.25 s sampling, 80 mixed items, 2 workers)")
+        f"(8 chunks x 0.25 s sampling, 80 mixed items, 2 workers){session.mark()}")
 
 
 if __name__ == "__main__":

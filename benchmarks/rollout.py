@@ -5,27 +5,25 @@ x 128 new tokens (no EOS, so every row generates the full budget) with our sampl
 transformers `generate()` on the same weights (exported by `save_hf`), in the same process, and
 prints generated tokens/s, their ratio, and each one's model FLOP/s as a fraction of a large
 matmul's FLOP/s measured in the same run (the physical limit of this CPU). It then compares our
-sampler with prefix sharing on and off for 512-token prompts. Timings are the best of
-`--repeats` runs after a warm-up, because this machine is shared.
+sampler with prefix sharing on and off for 512-token prompts. Each side is timed `--repeats` times
+after a warm-up and reported as median (range); the run refuses a busy machine (benchmarks/machine.py).
 
-Set-up (torch and transformers stay out of the main venv):
-  python3 -m venv .venv-bench
-  .venv-bench/bin/pip install torch==2.13.0 transformers safetensors "jax==<the main venv's>"
-Run from the repository root:
-  PYTHONPATH=. .venv-bench/bin/python benchmarks/rollout.py
+Set-up and run from the repository root (torch and transformers stay out of the main venv):
+  make bench-venv
+  .venv-bench/bin/python -m benchmarks.rollout [--shapes tiny,100m] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import machine
+from benchmarks.machine import timings
 from r1jax.models import ModelConfig, init, logits, save_hf
 from r1jax.models.presets import PRESETS
 from r1jax.rollout import sample
@@ -38,30 +36,19 @@ SHAPES = {
 PROMPTS, SAMPLES, NEW_TOKENS = 8, 16, 128
 
 INSTALL_HINT = ("torch/transformers are not installed in this interpreter. They live in a separate "
-                "venv: python3 -m venv .venv-bench && .venv-bench/bin/pip install torch==2.13.0 "
-                "transformers safetensors 'jax==" + jax.__version__ + "', then run "
-                "PYTHONPATH=. .venv-bench/bin/python benchmarks/rollout.py (or pass --skip-hf).")
-
-
-def best_time(fn, repeats: int) -> float:
-  """Seconds of the fastest of `repeats` calls after one warm-up call."""
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - start)
-  return best
+                "venv: run `make bench-venv`, then .venv-bench/bin/python -m benchmarks.rollout "
+                "(or pass --skip-hf).")
 
 
 def matmul_flops_per_s(repeats: int, torch=None, n: int = 2048) -> dict[str, float]:
+  """The machine's fp32 matmul peak as each framework reaches it (fastest of the calls)."""
   a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
   f = jax.jit(lambda x: x @ x)
-  out = {"jax": 2 * n**3 / best_time(lambda: f(a).block_until_ready(), repeats)}
+  out = {"jax": 2 * n**3 / min(timings(lambda: f(a).block_until_ready(), repeats).seconds)}
   if torch is not None:
     t = torch.from_numpy(np.array(a))
     with torch.inference_mode():
-      out["torch"] = 2 * n**3 / best_time(lambda: t @ t, repeats)
+      out["torch"] = 2 * n**3 / min(timings(lambda: t @ t, repeats).seconds)
   return out
 
 
@@ -88,18 +75,18 @@ def make_prompts(cfg: ModelConfig, prompt_len: int):
   return tokens, np.ones_like(tokens, bool)
 
 
-def ours(cfg, params, prompt_len: int, repeats: int, share_prefix: bool = True) -> float:
+def ours(cfg, params, prompt_len: int, repeats: int, share_prefix: bool = True) -> machine.Timing:
   tokens, mask = make_prompts(cfg, prompt_len)
   calls = iter(range(10**6))
   def run():
     out = sample(cfg, params, tokens, mask, jax.random.key(next(calls)), num_samples=SAMPLES,
                  max_new_tokens=NEW_TOKENS, share_prefix=share_prefix)
     assert int(np.asarray(out.lengths).min()) == NEW_TOKENS
-  return best_time(run, repeats)
+  return timings(run, repeats)
 
 
-def hf(torch, cfg, params, prompt_len: int, repeats: int) -> tuple[float, float]:
-  """(best generate() seconds, max |logit difference| against r1jax on one prompt)."""
+def hf(torch, cfg, params, prompt_len: int, repeats: int) -> tuple[machine.Timing, float]:
+  """(generate() timings, max |logit difference| against r1jax on one prompt)."""
   import transformers
   tokens, mask = make_prompts(cfg, prompt_len)
   with tempfile.TemporaryDirectory() as path:
@@ -115,7 +102,7 @@ def hf(torch, cfg, params, prompt_len: int, repeats: int) -> tuple[float, float]
                            top_p=1.0, num_return_sequences=SAMPLES, max_new_tokens=NEW_TOKENS,
                            min_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=0)
     assert out.shape == (PROMPTS * SAMPLES, prompt_len + NEW_TOKENS)
-  return best_time(run, repeats), diff
+  return timings(run, repeats), diff
 
 
 def main():
@@ -124,8 +111,8 @@ def main():
   parser.add_argument("--prompt-len", type=int, default=64)
   parser.add_argument("--long-prompt-len", type=int, default=512,
                       help="prompt length of the prefix-sharing comparison (0 = skip it)")
-  parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--skip-hf", action="store_true", help="only our sampler")
+  machine.add_flags(parser, repeats=3)
   args = parser.parse_args()
   torch = None
   if not args.skip_hf:
@@ -135,31 +122,31 @@ def main():
       raise SystemExit(INSTALL_HINT) from None
   generated = PROMPTS * SAMPLES * NEW_TOKENS
   print(f"{PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens, float32, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, jax {jax.__version__}"
-        + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
-  peaks = matmul_flops_per_s(args.repeats + 3, torch)
-  peak = max(peaks.values())
-  print("matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items()))
-  for name in args.shapes.split(","):
-    cfg = SHAPES[name]
-    params = init(cfg, jax.random.key(0))
-    count = sum(x.size for x in jax.tree.leaves(params))
-    flops = model_flops(cfg, args.prompt_len)
-    ours_s = ours(cfg, params, args.prompt_len, args.repeats)
-    print(f"[{name}: {count / 1e6:.1f}M params, prompts of {args.prompt_len}] r1jax "
-          f"{generated / ours_s:,.0f} tok/s ({flops / ours_s / peak:.0%} of matmul peak)",
-          flush=True)
-    if torch is not None:
-      hf_s, diff = hf(torch, cfg, params, args.prompt_len, args.repeats)
-      print(f"[{name}] transformers {generated / hf_s:,.0f} tok/s ({flops / hf_s / peak:.0%} of "
-            f"peak; logits max diff {diff:.1e}); r1jax / transformers = {hf_s / ours_s:.2f}x",
-            flush=True)
-    if args.long_prompt_len:
-      shared = ours(cfg, params, args.long_prompt_len, 1)
-      separate = ours(cfg, params, args.long_prompt_len, 1, share_prefix=False)
-      print(f"[{name}, prompts of {args.long_prompt_len}] share_prefix on "
-            f"{generated / shared:,.0f} tok/s, off {generated / separate:,.0f} tok/s: "
-            f"sharing = {separate / shared:.2f}x", flush=True)
+        f"jax {jax.__version__}; tokens/s are medians (range) of {args.repeats} calls")
+  with machine.Session(args, torch) as session:
+    peaks = matmul_flops_per_s(args.repeats + 3, torch)
+    peak = max(peaks.values())
+    print("matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items()))
+    for name in args.shapes.split(","):
+      cfg = SHAPES[name]
+      params = init(cfg, jax.random.key(0))
+      count = sum(x.size for x in jax.tree.leaves(params))
+      flops = model_flops(cfg, args.prompt_len)
+      mine = ours(cfg, params, args.prompt_len, args.repeats)
+      print(f"[{name}: {count / 1e6:.1f}M params, prompts of {args.prompt_len}] r1jax "
+            f"{mine.rate(generated)} tok/s ({flops / mine.median / peak:.0%} of matmul peak)"
+            f"{session.mark()}", flush=True)
+      if torch is not None:
+        theirs, diff = hf(torch, cfg, params, args.prompt_len, args.repeats)
+        print(f"[{name}] transformers {theirs.rate(generated)} tok/s ({flops / theirs.median / peak:.0%}"
+              f" of peak; logits max diff {diff:.1e}); r1jax / transformers = "
+              f"{machine.ratio(mine, theirs)}{session.mark()}", flush=True)
+      if args.long_prompt_len:
+        shared = ours(cfg, params, args.long_prompt_len, 1)
+        separate = ours(cfg, params, args.long_prompt_len, 1, share_prefix=False)
+        print(f"[{name}, prompts of {args.long_prompt_len}] share_prefix on "
+              f"{shared.rate(generated)} tok/s, off {separate.rate(generated)} tok/s: sharing = "
+              f"{machine.ratio(shared, separate)}{session.mark()}", flush=True)
 
 
 if __name__ == "__main__":

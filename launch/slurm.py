@@ -18,6 +18,8 @@ import shlex
 import subprocess
 import sys
 
+from r1jax import cli
+
 # Overlap collectives with compute; keep 10% of HBM for NCCL and the CUDA context.
 XLA_FLAGS = "--xla_gpu_enable_latency_hiding_scheduler=true"
 ENV = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.9", "NCCL_DEBUG": "WARN",
@@ -59,8 +61,29 @@ def sbatch_text(*, nodes: int, gpus: int, config: str, workdir: str, python: str
       command=" ".join(shlex.quote(c) for c in command).replace("'", "'\"'\"'"))
 
 
+def _check(args, repo: str) -> None:
+  """The arguments a cluster would only reject after queueing, checked now."""
+  if args.nodes < 1 or args.gpus_per_node < 1:
+    raise cli.BadInput(f"--nodes and --gpus_per_node must be >= 1; got {args.nodes} and "
+                       f"{args.gpus_per_node}")
+  config_file = args.config.partition(":")[0]
+  if not any(os.path.isfile(p) for p in (config_file, os.path.join(repo, config_file))):
+    raise cli.BadInput(f"--config: no experiment file at {config_file} (the job runs in {repo})")
+  for override in args.override:
+    if "=" not in override or not override.split("=", 1)[0]:
+      raise cli.BadInput(f"--override={override}: expected section.key=value, e.g. "
+                         "rl.kl_coef=0.01")
+  if not 1 <= args.port <= 65535:
+    raise cli.BadInput(f"--port must be in [1, 65535]; got {args.port}")
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # one line instead of the whole usage text
+    raise cli.BadInput(f"{message} (--help lists the flags)")
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser = _Parser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--nodes", type=int, required=True)
   parser.add_argument("--gpus_per_node", type=int, default=8)
   parser.add_argument("--config", required=True)
@@ -73,8 +96,10 @@ def main(argv=None) -> int:
   parser.add_argument("--python", default=sys.executable, help="interpreter on the nodes")
   parser.add_argument("--out", help="where to write the script (default <workdir>/job.sbatch)")
   parser.add_argument("--submit", action="store_true", help="sbatch it after writing")
+  parser.add_argument("--verbose", action="store_true", help="on an error, show the traceback")
   args = parser.parse_args(argv)
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  _check(args, repo)
   text = sbatch_text(nodes=args.nodes, gpus=args.gpus_per_node, config=args.config,
                      workdir=args.workdir, python=args.python, repo=repo, overrides=args.override,
                      partition=args.partition, time_limit=args.time, account=args.account,
@@ -90,4 +115,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  with cli.reporting_errors():
+    sys.exit(main())

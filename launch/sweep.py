@@ -5,7 +5,8 @@
 
 Each point runs ``python -m r1jax.main`` in ``<workdir>/<point>`` (so an interrupted sweep resumes
 point by point). When all are done, the final evaluations are collected into ``results.md``,
-``results.csv`` and a heatmap of the last pass@1 over the first two swept keys.
+``results.csv`` and ``heatmap.png``: the final pass@1 and the KL to the reference at the end over
+the first two swept keys. ``python -m r1jax.report --compare <workdir>`` overlays the points' curves.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ import subprocess
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
+
+from r1jax import cli
+from r1jax.compare import final_value
+from r1jax.metrics import read_jsonl
 
 _CONFIG = flags.DEFINE_string("config", None, "Experiment config file[:variant].")
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file[:arg] defining get_sweep(arg).")
@@ -34,7 +39,7 @@ METRICS = ("pass@1", "cons@k", "response_length", "reflective_words_per_response
 def load_sweep(spec: str) -> list[tuple[str, dict]]:
   path, _, arg = spec.partition(":")
   module_spec = importlib.util.spec_from_file_location("sweep", path)
-  if module_spec is None:
+  if module_spec is None or not os.path.isfile(path):
     raise FileNotFoundError(f"--sweep: no sweep file at {path}")
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -85,8 +90,10 @@ def collect(points, root: str) -> list[dict]:
   for name, overrides in points:
     with open(os.path.join(root, name, "summary.json"), encoding="utf-8") as f:
       summary = json.load(f)
+    train = read_jsonl(os.path.join(root, name, "metrics.jsonl"))
     rows.append({"point": name, **overrides, **{m: summary["last"][m] for m in METRICS},
-                 "first pass@1": summary["first"]["pass@1"]})
+                 "first pass@1": summary["first"]["pass@1"],
+                 "KL end": final_value(train, "approx_kl/ref")})
   return rows
 
 
@@ -105,26 +112,31 @@ def write_tables(rows: list[dict], root: str) -> tuple[str, str]:
   return md_path, csv_path
 
 
+HEATMAPS = (("pass@1", "final pass@1", ".2f"), ("KL end", "KL to the reference at the end", ".2g"))
+
+
 def write_heatmap(rows: list[dict], swept: list[str], root: str) -> str:
+  """Final pass@1 and final KL over the first and last swept keys, side by side."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   x_key, y_key = swept[0], swept[-1]
   xs = sorted({r[x_key] for r in rows})
   ys = sorted({r[y_key] for r in rows})
-  grid = [[next((r["pass@1"] for r in rows if r[x_key] == x and r[y_key] == y), float("nan"))
-           for x in xs] for y in ys]
-  fig, ax = plt.subplots(figsize=(5, 4))
-  image = ax.imshow(grid, origin="lower", cmap="viridis")
-  ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
-  ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
-  ax.set_xlabel(x_key)
-  ax.set_ylabel(y_key)
-  ax.set_title("final pass@1")
-  for i, row in enumerate(grid):
-    for j, value in enumerate(row):
-      ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=8)
-  fig.colorbar(image)
+  fig, axes = plt.subplots(1, len(HEATMAPS), figsize=(5 * len(HEATMAPS), 4))
+  for ax, (metric, title, fmt) in zip(axes, HEATMAPS):
+    grid = [[next((r[metric] for r in rows if r[x_key] == x and r[y_key] == y), float("nan"))
+             for x in xs] for y in ys]
+    image = ax.imshow(grid, origin="lower", cmap="viridis")
+    ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+    ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(y_key)
+    ax.set_title(title)
+    for i, row in enumerate(grid):
+      for j, value in enumerate(row):
+        ax.text(j, i, format(value, fmt), ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(image, ax=ax)
   path = os.path.join(root, "heatmap.png")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -133,7 +145,8 @@ def write_heatmap(rows: list[dict], swept: list[str], root: str) -> str:
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise cli.BadInput(f"unexpected arguments: {argv[1:]} (flags are written --name=value)")
   points = load_sweep(_SWEEP.value)
   os.makedirs(_WORKDIR.value, exist_ok=True)
   if _SLURM.value:
@@ -149,4 +162,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "sweep", "workdir"])
-  app.run(main)
+  cli.run(main)

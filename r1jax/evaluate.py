@@ -3,8 +3,10 @@
 - pass@1 averaged over the k samples; unbiased pass@k, 1 - C(n - c, k) / C(n, k) (Chen et al.);
 - cons@k: the majority-vote answer over the k samples (ties go to the answer seen first) is right,
   reported as cons@<k> and, so that runs with different k share one key, as cons@k;
-- per data type and per difficulty accuracy, and mean response length per difficulty (the paper's
-  thinking tokens grow with difficulty);
+- per data type and per difficulty accuracy, and mean response length per difficulty; when the
+  samples carry `thinking_tokens` (the tokens of the <think> block, :func:`thinking_text`), their
+  mean overall and per difficulty (the paper's test-time-scaling figure: thinking grows with
+  difficulty);
 - reflective-word frequency: occurrences of "wait", "mistake", "however", "verify", "check" per
   response, and the share of responses with at least one.
 The voted answer is the content of the last <answer> block, found as the verifiers find it
@@ -55,6 +57,16 @@ def majority_correct(answers: Sequence[str], correct: Sequence[bool]) -> bool:
   return bool(correct[answers.index(winner)])
 
 
+def thinking_text(completion: str) -> str:
+  """The reasoning of a completion: what stands inside <think>...</think> (everything before
+  </think>, since templates may open the block in the prompt; all of it if the block never
+  closes, as when the budget ran out while thinking)."""
+  end = completion.find("</think>")
+  text = completion if end < 0 else completion[:end]
+  start = text.find("<think>")
+  return text if start < 0 else text[start + len("<think>"):]
+
+
 def reflective_count(text: str) -> int:
   return len(_REFLECTIVE.findall(text))
 
@@ -77,6 +89,7 @@ def summarize(samples: Sequence[dict[str, Any]], k: int, pass_at: Sequence[int] 
                  "pass1": float(np.mean(correct)), "cons": float(majority_correct(answers, correct)),
                  **{f"pass@{j}": pass_at_k(k, sum(correct), j) for j in pass_at},
                  "length": float(np.mean([s["length"] for s in group])),
+                 "thinking": float(np.mean([s.get("thinking_tokens", np.nan) for s in group])),
                  "reflect": float(np.mean([reflective_count(s["completion"]) for s in group])),
                  "reflect_any": float(np.mean([reflective_count(s["completion"]) > 0 for s in group]))})
   mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))
@@ -87,10 +100,15 @@ def summarize(samples: Sequence[dict[str, Any]], k: int, pass_at: Sequence[int] 
   out["response_length"] = mean("length")
   out["reflective_words_per_response"] = mean("reflect")
   out["reflective_response_share"] = mean("reflect_any")
+  thinking = all("thinking_tokens" in s for s in samples)
+  if thinking:
+    out["thinking_tokens"] = mean("thinking")
   for key, name in (("type", "type"), ("difficulty", "difficulty")):
     for value in sorted({r[key] for r in rows}):
       subset = [r for r in rows if r[key] == value]
       out[f"pass@1/{name}={value}"] = mean("pass1", subset)
       if key == "difficulty":
         out[f"response_length/difficulty={value}"] = mean("length", subset)
+        if thinking:
+          out[f"thinking_tokens/difficulty={value}"] = mean("thinking", subset)
   return out

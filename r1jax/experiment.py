@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from r1jax.config import ConfigError, check_choice, from_dict
 from r1jax.data.config import DataConfig
 from r1jax.experience import EvalConfig
+from r1jax.jobs.evaluate import BenchmarkConfig
 from r1jax.jobs.registry import JOB_NAMES, STAGE_JOB_NAMES
 from r1jax.jobs.rejection import RejectionConfig
 from r1jax.jobs.stages import PipelineConfig
@@ -53,6 +54,7 @@ class Experiment:
   reward_model: RewardModelConfig = RewardModelConfig()
   preference: PreferenceConfig = PreferenceConfig()
   pipeline: PipelineConfig = PipelineConfig()
+  benchmarks: BenchmarkConfig = BenchmarkConfig()   # the evaluate job's public benchmarks
 
   # Keys that once held a second copy of a value: G is the learner's group size, the temperature
   # the sampler's. Older files may still set them (equal to the new key).

@@ -1,13 +1,17 @@
-"""Run metrics: JSONL and TensorBoard event files in the workdir, a job's JSON summary, and a
-console progress bar.
+"""Run metrics: JSONL and TensorBoard event files in the workdir, optionally a Weights & Biases
+run, a job's JSON summary, and a console progress bar.
 
 Only process 0 writes (others get a writer whose methods do nothing), so multi-host runs produce
 one set of files. TensorBoard events are written with the `tensorboard` package's own event
-writer and protos, which need no TensorFlow.
+writer and protos, which need no TensorFlow. Weights & Biases is off unless ``R1JAX_WANDB_PROJECT``
+names a project; it then logs every scalar and text sample to one run per workdir (in
+``<workdir>/wandb``), offline unless ``WANDB_MODE=online`` (``wandb sync`` uploads it later). A
+writer of another file than metrics.jsonl prefixes its keys with that file's name ("eval/...").
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -22,6 +26,38 @@ from tqdm.auto import tqdm
 from r1jax.distributed import is_chief
 
 SUMMARY_FILE = "summary.json"   # what a job reports, in its workdir
+WANDB_PROJECT_ENV = "R1JAX_WANDB_PROJECT"
+_wandb_runs: dict[str, list] = {}   # workdir -> [run, open writers]: its writers share one run
+
+
+def _open_wandb(workdir: str):
+  """The workdir's W&B run (started by its first writer), or None when not configured."""
+  project = os.environ.get(WANDB_PROJECT_ENV)
+  if not project:
+    return None
+  key = os.path.abspath(workdir)
+  if key not in _wandb_runs:
+    try:
+      import wandb
+    except ImportError:
+      raise ImportError(f"{WANDB_PROJECT_ENV}={project} asks for Weights & Biases logging, but the "
+                        "wandb package is not installed: pip install wandb (or unset it)") from None
+    run = wandb.init(project=project, dir=key, name=os.path.basename(key),
+                     mode=os.environ.get("WANDB_MODE", "offline"), reinit="create_new")
+    _wandb_runs[key] = [run, 0]
+  _wandb_runs[key][1] += 1
+  return _wandb_runs[key][0]
+
+
+def _close_wandb(workdir: str) -> None:
+  key = os.path.abspath(workdir)
+  entry = _wandb_runs.get(key)
+  if entry is None:
+    return
+  entry[1] -= 1
+  if entry[1] == 0:
+    entry[0].finish()
+    del _wandb_runs[key]
 
 
 def _scalar(value) -> float | None:
@@ -37,10 +73,14 @@ class MetricsWriter:
   def __init__(self, workdir: str, *, filename: str = "metrics.jsonl", enabled: bool | None = None):
     self.enabled = is_chief() if enabled is None else enabled
     self.path = os.path.join(workdir, filename)
+    self.workdir = workdir
+    self._prefix = "" if filename == "metrics.jsonl" else os.path.splitext(filename)[0] + "/"
+    self._wandb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(self.path, "a", encoding="utf-8")
       self._events = EventFileWriter(os.path.join(workdir, "tensorboard"))
+      self._wandb = _open_wandb(workdir)
 
   def write(self, step: int, scalars: dict[str, Any]) -> None:
     if not self.enabled:
@@ -52,6 +92,8 @@ class MetricsWriter:
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=k, simple_value=v)
                                          for k, v in values.items()])
     self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+    if self._wandb is not None:   # "step" as a value: a resumed run may log a step again
+      self._wandb.log({"step": int(step), **{self._prefix + k: v for k, v in values.items()}})
 
   def write_text(self, step: int, tag: str, text: str) -> None:
     if not self.enabled:
@@ -63,11 +105,18 @@ class MetricsWriter:
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, tensor=tensor,
                                                                    metadata=meta)])
     self._events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+    if self._wandb is not None:
+      import wandb
+      self._wandb.log({"step": int(step), self._prefix + tag: wandb.Html(
+          "<pre>" + html.escape(text) + "</pre>")})
 
   def close(self) -> None:
     if self.enabled:
       self._jsonl.close()
       self._events.close()
+      if self._wandb is not None:
+        _close_wandb(self.workdir)
+        self._wandb = None
 
 
 def write_json(path: str, obj) -> None:

@@ -1,5 +1,6 @@
 """``python -m r1jax.report --workdir=DIR [--control=DIR]``: report.md and plots in the shape of
-the paper's R1-Zero figures.
+the paper's R1-Zero figures; ``python -m r1jax.report --compare DIR DIR ... [--out=DIR]``: several
+runs (or a sweep's points) side by side (`r1jax.compare`).
 
 From a run's ``eval.jsonl`` it plots accuracy (pass@1 and cons@k) against step, mean response
 length against step, and reflective-word frequency against step, each with the control run beside
@@ -16,8 +17,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from r1jax import cli  # noqa: E402
+from r1jax.compare import write_comparison  # noqa: E402
 from r1jax.evaluate import SUMMARY_KEYS  # noqa: E402
 from r1jax.metrics import SUMMARY_FILE, read_jsonl  # noqa: E402
 
@@ -67,6 +70,9 @@ def summary_table(summaries: dict[str, dict | None]) -> str:
 
 def write_run_report(workdir: str, control: str | None = None) -> tuple[str, str]:
   """Writes report.md and the plots into `workdir`; returns (the report's path, its table)."""
+  for run in (workdir, control):
+    if run and not os.path.isfile(os.path.join(run, "eval.jsonl")):
+      raise FileNotFoundError(f"{run}: no eval.jsonl; is it the workdir of an rl run?")
   runs = {"run": read_jsonl(os.path.join(workdir, "eval.jsonl"))}
   summaries = {"run": _load_summary(workdir)}
   if control:
@@ -94,15 +100,29 @@ def _load_summary(workdir: str) -> dict | None:
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.")
 _CONTROL = flags.DEFINE_string("control", None, "Optional control run's workdir to show beside it.")
+_COMPARE = flags.DEFINE_bool("compare", False, "Compare the runs (or sweep folders) given as "
+                             "arguments: --compare runs/a runs/b ...")
+_OUT = flags.DEFINE_string("out", None, "With --compare: where compare.md and compare.png go "
+                           "(default: <the runs' common parent>/compare).")
 
 
 def main(argv):
-  del argv
-  path, table = write_run_report(_WORKDIR.value, _CONTROL.value)
+  if _COMPARE.value:
+    paths = argv[1:]
+    if not paths:
+      raise cli.BadInput("--compare needs the run directories after it: --compare runs/a runs/b")
+    out = _OUT.value or os.path.join(os.path.commonpath([os.path.abspath(p) for p in paths]),
+                                     "compare")
+    path, table = write_comparison(paths, out)
+  else:
+    if len(argv) > 1:
+      raise cli.BadInput(f"unexpected arguments {argv[1:]}; to compare runs, pass --compare")
+    if not _WORKDIR.value:
+      raise cli.BadInput("--workdir is required (or --compare DIR DIR ...)")
+    path, table = write_run_report(_WORKDIR.value, _CONTROL.value)
   print(table)
   print(f"\nreport: {path}")
 
 
 if __name__ == "__main__":
-  flags.mark_flag_as_required("workdir")
-  app.run(main)
+  cli.run(main)

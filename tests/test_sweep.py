@@ -22,6 +22,7 @@ def test_tiny_kl_clip_sweep_collects_a_table_and_heatmap(tmp_path):
       (0.0, 0.2), (0.0, 10.0), (0.01, 0.2), (0.01, 10.0)]
   for row in rows:  # each point really ran to its end and evaluated
     assert 0.0 <= float(row["pass@1"]) <= 1.0 and float(row["response_length"]) > 0
+    assert abs(float(row["KL end"])) < 10   # the heatmap's second panel: the KL at the end
   assert "| point |" in open(tmp_path / "results.md").read()
   assert os.path.getsize(tmp_path / "heatmap.png") > 1000
   # The SLURM form writes one array task per point.

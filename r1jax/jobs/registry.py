@@ -2,7 +2,9 @@
 
 `r1jax.experiment` validates `job` and every stage's job against this list, the `pipeline` job
 dispatches its stages through it, and :func:`run` (behind ``r1jax.main``) runs the experiment's
-job. A job returns a summary dict, written to ``<workdir>/summary.json``.
+job. A job returns a summary dict, written to ``<workdir>/summary.json``. Every job that trains a
+policy (rl, sft, base_model, and the pipeline, which links its last stage's) ends with
+``<workdir>/export``, a Hugging Face directory that `transformers` and later stages load.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
 from absl import logging
 
+from r1jax.distributed import is_chief
 from r1jax.jobs import base_model, evaluate, rejection, reward_model, sft, stages
 from r1jax.metrics import SUMMARY_FILE, write_json
 from r1jax.policy import EXPORT
@@ -27,27 +31,48 @@ class Job:
   run: Callable[[Any, str], dict[str, Any]]             # (experiment, workdir) -> summary
   hands_on: str | None = EXPORT    # what a stage gives later stages, under its workdir
   stage: bool = True               # may be a stage of a pipeline
-  run_stage: Callable[[Any, str], dict[str, Any]] | None = None   # as a stage, if not `run`
+  policy: bool = True              # what it hands on is a policy (a pipeline's export is one)
 
-  def execute(self, exp, workdir: str, *, as_stage: bool = False) -> dict[str, Any]:
+  def execute(self, exp, workdir: str) -> dict[str, Any]:
     """Runs the job in `workdir` and writes its summary there."""
     os.makedirs(workdir, exist_ok=True)
-    summary = (self.run_stage if as_stage and self.run_stage else self.run)(exp, workdir)
+    summary = self.run(exp, workdir)
     write_json(os.path.join(workdir, SUMMARY_FILE), summary)
     return summary
 
 
 def _pipeline(exp, workdir: str) -> dict[str, Any]:
-  return stages.run(exp, workdir, {job.name: job for job in JOBS if job.stage})
+  """The stages, then `<workdir>/export`: the last policy a stage exported."""
+  done = stages.run(exp, workdir, {job.name: job for job in JOBS if job.stage})
+  policies = {job.name for job in JOBS if job.policy and job.hands_on == EXPORT}
+  exports = [d["output"] for d in done.values() if d["output"] and d["job"] in policies]
+  if exports:
+    link_export(exports[-1], os.path.join(workdir, EXPORT))
+  return done
+
+
+def link_export(source: str, target: str) -> None:
+  """`target` becomes a relative symbolic link to the export directory `source` (a copy where
+  links are not allowed): a 32B export is not written twice."""
+  if not is_chief():
+    return
+  if os.path.islink(target) or os.path.isfile(target):
+    os.remove(target)
+  elif os.path.isdir(target):
+    shutil.rmtree(target)
+  try:
+    os.symlink(os.path.relpath(source, os.path.dirname(os.path.abspath(target))), target)
+  except OSError:
+    shutil.copytree(source, target)
 
 
 JOBS: tuple[Job, ...] = (
-    # As a stage, RL also exports its final policy for the stages after it.
-    Job("rl", train_and_evaluate, run_stage=functools.partial(train_and_evaluate, export=True)),
+    # Every training job ends with <workdir>/export, the Hugging Face directory it hands on.
+    Job("rl", functools.partial(train_and_evaluate, export=True)),
     Job("base_model", base_model.run),
     Job("sft", sft.run),
     Job("rejection", rejection.run, hands_on=rejection.TRACES),
-    Job("reward_model", reward_model.run),
+    Job("reward_model", reward_model.run, policy=False),
     Job("evaluate", evaluate.run, hands_on=None),
     Job("pipeline", _pipeline, hands_on=None, stage=False),
 )

@@ -125,7 +125,7 @@ def run(exp, workdir: str, jobs: Mapping[str, Any]) -> dict[str, Any]:
       stage_exp = stage_experiment(exp, name, outputs)
       logging.info("stage %s: job %s in %s", name, job.name, stage_dir)
       start = time.perf_counter()
-      summary = job.execute(stage_exp, stage_dir, as_stage=True)
+      summary = job.execute(stage_exp, stage_dir)
       done[name] = {"job": job.name,
                     "output": job.hands_on and os.path.join(stage_dir, job.hands_on),
                     "wall_s": time.perf_counter() - start, "summary": summary}

@@ -19,10 +19,10 @@ import math
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from r1jax import experiment
+from r1jax import cli, experiment
 from r1jax.mesh import MeshConfig, parse_mesh_flag
 from r1jax.plan.estimate import GB, candidate_meshes, plan_one
 from r1jax.plan.hardware import ACCELERATORS
@@ -63,7 +63,7 @@ def _target_mesh(exp, accel):
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.BadInput(f"unexpected arguments: {argv[1:]} (flags are written --name=value)")
   accel = ACCELERATORS[_ACCELERATOR.value]
   exp = experiment.load(_CONFIG.value)
   target = _target_mesh(exp, accel)
@@ -98,4 +98,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.run(main)  # bad input: a one-line error; --verbose shows the traceback
