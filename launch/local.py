@@ -8,16 +8,19 @@ Each process gets ``R1JAX_COORDINATOR`` / ``R1JAX_NUM_PROCESSES`` / ``R1JAX_PROC
 path as a multi-node GPU job, on one machine. Output of process i goes to ``<log_dir>/process_i.log``
 (or this terminal). If a process fails, the others get ``--grace_s`` to fail on their own (the
 coordination service's heartbeat stops them), then are terminated; the launcher exits non-zero
-and names the process that failed first.
+and names the process that failed first. The launcher prints each process's pid, and when it is
+itself interrupted or terminated (SIGINT, SIGTERM) it terminates its processes before exiting.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 
@@ -43,6 +46,35 @@ def launch(command: list[str], processes: int, devices_per_process: int, *, log_
   port = free_port()
   grace_s = 2 * heartbeat_s if grace_s is None else grace_s
   procs, logs = [], []
+  # SIGTERM's default action would end the launcher alone and leave its processes running: turn it
+  # into an exception, so that the `finally` below stops them.
+  main_thread = threading.current_thread() is threading.main_thread()   # where signals go
+  previous = signal.signal(signal.SIGTERM, _raise_exit) if main_thread else None
+  try:
+    return _run(command, processes, devices_per_process, port, log_dir, heartbeat_s, grace_s,
+                timeout_s, procs, logs)
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.terminate()
+    for p in procs:
+      try:
+        p.wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+    for f in logs:
+      f.close()
+    if main_thread:
+      signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_exit(signum, frame):
+  raise SystemExit(128 + signum)
+
+
+def _run(command, processes, devices_per_process, port, log_dir, heartbeat_s, grace_s, timeout_s,
+         procs, logs) -> list[int]:
   for i in range(processes):
     out = None
     if log_dir:
@@ -52,27 +84,21 @@ def launch(command: list[str], processes: int, devices_per_process: int, *, log_
     procs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None,
                                   env=process_env(os.environ, i, processes, devices_per_process,
                                                   port, heartbeat_s)))
+    print(f"launch/local.py: process {i} pid {procs[-1].pid}", file=sys.stderr, flush=True)
   start, first_failure, failed_at = time.monotonic(), None, None
-  try:
-    while any(p.poll() is None for p in procs):
-      now = time.monotonic()
-      for i, p in enumerate(procs):
-        if first_failure is None and p.poll() not in (None, 0):
-          first_failure, failed_at = i, now
-      late = failed_at is not None and now - failed_at > grace_s
-      if late or (timeout_s is not None and now - start > timeout_s):
-        for p in procs:
-          if p.poll() is None:
-            p.terminate()
-        break
-      time.sleep(0.2)
-    codes = [p.wait(timeout=30) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-    for f in logs:
-      f.close()
+  while any(p.poll() is None for p in procs):
+    now = time.monotonic()
+    for i, p in enumerate(procs):
+      if first_failure is None and p.poll() not in (None, 0):
+        first_failure, failed_at = i, now
+    late = failed_at is not None and now - failed_at > grace_s
+    if late or (timeout_s is not None and now - start > timeout_s):
+      for p in procs:
+        if p.poll() is None:
+          p.terminate()
+      break
+    time.sleep(0.2)
+  codes = [p.wait(timeout=30) for p in procs]
   if first_failure is None and any(codes):
     first_failure = next(i for i, c in enumerate(codes) if c)
   if first_failure is not None:
@@ -90,6 +116,9 @@ def main(argv=None) -> int:
   parser.add_argument("--log_dir", default=None)
   parser.add_argument("--heartbeat_s", type=int, default=60,
                       help="seconds without a heartbeat before the others are stopped")
+  parser.add_argument("--grace_s", type=float, default=None,
+                      help="after a process fails, seconds the others get to fail on their own "
+                      "before they are terminated (default: twice the heartbeat)")
   parser.add_argument("--timeout_s", type=float, default=None, help="terminate all after this")
   parser.add_argument("command", nargs=argparse.REMAINDER, help="-- command to run")
   args = parser.parse_args(argv)
@@ -97,7 +126,7 @@ def main(argv=None) -> int:
   if not command:
     parser.error("give the command after --")
   codes = launch(command, args.processes, args.devices_per_process, log_dir=args.log_dir,
-                 heartbeat_s=args.heartbeat_s, timeout_s=args.timeout_s)
+                 heartbeat_s=args.heartbeat_s, grace_s=args.grace_s, timeout_s=args.timeout_s)
   return max((abs(c) for c in codes), default=0) and 1
 
 

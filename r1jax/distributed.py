@@ -14,9 +14,12 @@ barrier, while everything is still alive); a run that fails calls :func:`abandon
 exits at once, so the others see a dead process through the heartbeat rather than wait at a
 barrier; :func:`barrier` lines processes up before the first run of a compiled program. Each
 process loads only the rows of a batch that its own devices hold (:func:`process_rows`) and
-assembles the global array from them (:func:`global_batch`). Only process 0 writes logs
-(:func:`is_chief`); Orbax checkpoints are written by every process, each its own shards. A single
-process needs none of this and calls nothing.
+assembles the global array from them (:func:`global_batch`). Host code never reads an array it does
+not hold: :func:`fetch` copies device arrays to the host, gathering across processes where they
+span several, and :func:`gather_rows` assembles a whole host batch from each process's rows (the
+rewards each process scored for its own prompts). Only process 0 writes logs (:func:`is_chief`);
+Orbax checkpoints are written by every process, each its own shards. In a single process all of
+this reduces to plain local reads.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import traceback
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from r1jax.mesh import DEFAULT_RULES, logical_sharding
@@ -168,3 +172,31 @@ def global_batch(local: dict[str, np.ndarray], global_rows: dict[str, int], mesh
     out[key] = jax.make_array_from_process_local_data(_batch_sharding(shape, mesh, rules),
                                                       np.asarray(x), shape)
   return out
+
+
+def fetch(tree):
+  """Host (numpy) copies of a pytree of arrays, whole on every process: a plain device_get where
+  this process holds every array, an explicit gather across processes where one spans several."""
+  if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in jax.tree.leaves(tree)):
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def gather_rows(tree, rows: slice, total: int):
+  """The whole [total, ...] host arrays of a pytree, on every process, from each process's
+  `rows` of them (equal-sized row ranges, as `process_rows` gives; processes may share rows)."""
+  rows = range(total)[rows]
+  if len(rows) == total:
+    return tree
+  parts, starts = multihost_utils.process_allgather((tree, np.int64(rows.start)))
+
+  def assemble(stacked):
+    out = np.empty((total, *stacked.shape[2:]), stacked.dtype)
+    covered = np.zeros(total, bool)
+    for start, part in zip(starts.tolist(), stacked):
+      out[start:start + len(part)] = part
+      covered[start:start + len(part)] = True
+    if not covered.all():
+      raise ValueError(f"the processes' rows cover {covered.sum()} of {total} rows")
+    return out
+  return jax.tree.map(assemble, parts)

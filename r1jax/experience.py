@@ -7,6 +7,13 @@ reference log-probs are dispatched to the device, so the CPU verifiers, the samp
 reference forward overlap. Only then does it wait for the rewards. In RL, n is G and
 :meth:`Scored.groups` is the learner's input (`r1jax.rl.batch.Groups`); in evaluation n is the
 eval section's k, and :func:`evaluate` summarises the same samples with `r1jax.evaluate`.
+
+Under a mesh the prompts are a global array sharded along the batch (each process supplies its
+rows, `r1jax.distributed.process_rows`), so several processes sample one batch together. The host
+code then reads only what it holds or gathers explicitly: each chunk's completions are fetched whole
+(the learner needs every group), but each process decodes and scores only the completions of its
+own prompts, and the rewards are gathered afterwards, so every process ends with the same
+:class:`Scored` batch.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ from typing import Any
 import jax
 import numpy as np
 
+from r1jax import distributed
 from r1jax import mesh as mesh_lib
 from r1jax.config import check_choice, check_range
 from r1jax.data.pipeline import load_examples, make_batch
-from r1jax.data.schema import FIELDS, SPLITS
+from r1jax.data.schema import DATA_TYPES, FIELDS, SPLITS
 from r1jax.data.tokenizers import Tokenizer
 from r1jax.evaluate import summarize
 from r1jax.models import ModelConfig
@@ -71,10 +79,12 @@ def sampling_for(rollout: SamplingConfig, tokenizer: Tokenizer, *, temperature: 
 
 @dataclasses.dataclass
 class Scored:
-  """n scored completions per prompt of `batch`; row r answers prompt r // n."""
+  """n scored completions per prompt of `batch`; row r answers prompt r // n. Every array is whole
+  on every process; only the texts (and the batch's text fields) of other processes' prompts are
+  None."""
   batch: Mapping[str, np.ndarray]   # the prompt batch (`r1jax.data.pipeline.make_batch`)
   rollout: Rollout                  # host arrays, cut to the used length
-  texts: list[str]
+  texts: list[str | None]
   rewards: RewardBatch
   reward_wait_s: float
   ref_logprobs: np.ndarray | None = None
@@ -95,6 +105,16 @@ class Scored:
                   completion_tokens=self.rollout.tokens, completion_mask=self.completion_mask(),
                   old_logprobs=self.rollout.logprobs.astype(np.float32),
                   ref_logprobs=self.ref_logprobs, truncated=~self.rollout.finished_eos)
+
+  def fill_texts(self, tokenizer: Tokenizer) -> None:
+    """Decodes the texts this process did not score (other processes' prompts) from the whole
+    rollout, for summaries that read every completion (evaluation)."""
+    missing = [i for i, t in enumerate(self.texts) if t is None]
+    if missing:
+      r = self.rollout
+      for i, text in zip(missing, decode_completions(tokenizer, r.tokens[missing],
+                                                     r.lengths[missing], r.finished_eos[missing])):
+        self.texts[i] = text
 
   def samples(self) -> list[dict[str, Any]]:
     """Per-sample records, as `r1jax.evaluate.summarize` reads them."""
@@ -139,38 +159,89 @@ def _reference_logprobs(model_cfg, params, prompt_tokens, prompt_mask, tokens, t
                              temperature=temperature)
 
 
+def _own_rows(batch: Mapping[str, np.ndarray], num_prompts: int | None) -> tuple[dict, range, int]:
+  """(this process's rows of the batch, their global indices, the global number of prompts).
+  `batch` holds either every prompt or exactly this process's rows of `num_prompts`."""
+  held = len(batch["prompt_tokens"])
+  total = held if num_prompts is None else num_prompts
+  mesh = mesh_lib.current_mesh()
+  rows = range(total)
+  if mesh is not None:
+    rows = rows[distributed.process_rows((total,), mesh, mesh_lib.current_rules())]
+  if held == total and len(rows) != total:
+    batch = {k: v[rows.start:rows.stop] for k, v in batch.items()}
+  elif held != len(rows):
+    raise ValueError(f"batch: got {held} prompts; need all {total} or this process's {len(rows)}")
+  return dict(batch), rows, total
+
+
+def _whole_batch(batch, rows: range, total: int, per_prompt: dict[str, np.ndarray]):
+  """The prompt batch and `per_prompt` arrays ([len(rows), ...] each) whole on every process: the
+  arrays and data types gathered, the other text fields None outside this process's rows."""
+  local = {k: np.asarray(v) for k, v in batch.items() if k not in FIELDS or k == "difficulty"}
+  local["data_type"] = np.array([DATA_TYPES.index(t) for t in batch["data_type"]], np.int32)
+  whole, per_prompt = distributed.gather_rows((local, per_prompt), slice(rows.start, rows.stop),
+                                              total)
+  whole["data_type"] = np.array([DATA_TYPES[i] for i in whole["data_type"]], object)
+  for key in set(FIELDS) - set(whole):
+    whole[key] = np.full(total, None, object)
+    whole[key][rows.start:rows.stop] = batch[key]
+  return whole, per_prompt
+
+
 def sample_and_score(model_cfg: ModelConfig, params, batch: Mapping[str, np.ndarray], rng,
                      sampling: SamplingConfig, num_samples: int, tokenizer: Tokenizer,
-                     rewards: RewardService, *, ref_params=None) -> Scored:
+                     rewards: RewardService, *, ref_params=None,
+                     num_prompts: int | None = None) -> Scored:
   """Samples `num_samples` completions per prompt of `batch`, scores them with `rewards`, and
-  with `ref_params` computes their reference log-probs chunk by chunk."""
+  with `ref_params` computes their reference log-probs chunk by chunk. `batch` holds every prompt,
+  or (with `num_prompts`, the global count) this process's rows of them."""
+  batch, rows, total = _own_rows(batch, num_prompts)
+  n, mesh = num_samples, mesh_lib.current_mesh()
+  prompts = {k: np.asarray(batch[k]) for k in ("prompt_tokens", "prompt_mask")}
+  if mesh is not None:   # one global array that every process samples together
+    prompts = distributed.global_batch(prompts, {k: total for k in prompts}, mesh,
+                                       mesh_lib.current_rules())
   ticket, parts, texts, ref_parts = None, [], [], []
-  for part, out in sample_chunks(model_cfg, params, batch["prompt_tokens"], batch["prompt_mask"],
-                                 rng, sampling, num_samples):
-    out = jax.device_get(out)
-    out = dataclasses.replace(out, tokens=out.tokens[:, :used_length(out.lengths,
-                                                                     sampling.max_new_tokens)])
-    chunk_texts = decode_completions(tokenizer, out.tokens, out.lengths, out.finished_eos)
-    examples = [e for e in examples_of(batch, range(part.start, part.stop))
-                for _ in range(num_samples)]
+  for part, out in sample_chunks(model_cfg, params, prompts["prompt_tokens"],
+                                 prompts["prompt_mask"], rng, sampling, n):
+    length = used_length(distributed.fetch(out.lengths), sampling.max_new_tokens)
+    host = distributed.fetch(dataclasses.replace(out, tokens=out.tokens[:, :length]))
+    lo, hi = max(part.start, rows.start), min(part.stop, rows.stop)
+    own = range(lo, hi) if lo < hi else range(part.start, part.start)   # prompts held here
+    mine = slice((own.start - part.start) * n, (own.stop - part.start) * n)
+    chunk_texts = decode_completions(tokenizer, host.tokens[mine], host.lengths[mine],
+                                     host.finished_eos[mine])
+    examples = [e for e in examples_of(batch, range(own.start - rows.start, own.stop - rows.start))
+                for _ in range(n)]
     ticket = rewards.submit(chunk_texts, examples, ticket)
     if ref_params is not None:   # dispatched now, read after the rewards
-      ref_parts.append(_reference_logprobs(model_cfg, ref_params, batch["prompt_tokens"][part],
-                                           batch["prompt_mask"][part], out.tokens,
+      ref_parts.append(_reference_logprobs(model_cfg, ref_params, prompts["prompt_tokens"][part],
+                                           prompts["prompt_mask"][part], out.tokens[:, :length],
                                            sampling.logprob_temperature))
-    parts.append(out)
-    texts.extend(chunk_texts)
+    parts.append(host)
+    texts.extend([None] * mine.start + chunk_texts +
+                 [None] * (len(host.lengths) - mine.stop))
   start = time.perf_counter()
-  reward_batch = rewards.collect(ticket)
+  mine = rewards.collect(ticket)   # this process's prompts' rows, in order
   wait = time.perf_counter() - start
+  per_prompt = {k: v.reshape(len(rows), n) for k, v in vars(mine).items() if k != "components"}
+  per_prompt.update({f"components/{k}": v.reshape(len(rows), n)
+                     for k, v in mine.components.items()})
+  whole, per_prompt = _whole_batch(batch, rows, total, per_prompt)
+  per_row = {k: v.reshape(-1) for k, v in per_prompt.items()}
+  reward_batch = RewardBatch(
+      reward=per_row.pop("reward"), timed_out=per_row.pop("timed_out"),
+      crashed=per_row.pop("crashed"), retried=per_row.pop("retried"),
+      components={k.split("/", 1)[1]: v for k, v in per_row.items()})
   length = max(p.tokens.shape[1] for p in parts)
   rollout = Rollout(tokens=np.concatenate([_fit(p.tokens, length, sampling.pad_id) for p in parts]),
                     logprobs=np.concatenate([_fit(p.logprobs, length, 0.0) for p in parts]),
                     lengths=np.concatenate([p.lengths for p in parts]),
                     finished_eos=np.concatenate([p.finished_eos for p in parts]))
-  ref = (np.concatenate([_fit(r, length, 0.0) for r in ref_parts]).astype(np.float32)
-         if ref_parts else None)
-  return Scored(batch, rollout, texts, reward_batch, wait, ref)
+  ref = (np.concatenate([_fit(r, length, 0.0) for r in distributed.fetch(ref_parts)]
+                        ).astype(np.float32) if ref_parts else None)
+  return Scored(whole, rollout, texts, reward_batch, wait, ref)
 
 
 def eval_batch(exp, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
@@ -189,6 +260,7 @@ def evaluate(model_cfg: ModelConfig, params, batch, rng, sampling: SamplingConfi
                           max_new_tokens=cfg.max_new_tokens)
   scored = sample_and_score(model_cfg, params, batch, rng, sampling, cfg.num_samples, tokenizer,
                             rewards)
+  scored.fill_texts(tokenizer)   # cons@k and the reflection counts read every completion
   samples = scored.samples()
   return summarize(samples, cfg.num_samples, cfg.pass_at), samples
 

@@ -9,6 +9,11 @@ state, evaluation history) every `save_every` steps; rerunning in the same workd
 and because every random draw is keyed by (seed, rollout index), a resumed run repeats the
 uninterrupted run's metrics step for step. A non-finite loss or gradient stops the run with the
 last good checkpoint kept.
+
+On several processes (`r1jax.distributed`) every process reads its rows of the same global batch,
+samples and learns on global arrays, and reaches the same host-side results (rewards, advantages,
+minibatches, metrics) through explicit gathers, so the run's metrics equal one process's; only
+process 0 writes metrics and samples, and a checkpoint resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import jax
 import numpy as np
 from absl import logging
 
+from r1jax import distributed
 from r1jax import mesh as mesh_lib
 from r1jax.checkpoint import Checkpointer, abstract_like
 from r1jax.config import check_range
@@ -36,6 +42,7 @@ from r1jax.policy import EXPORT, export_policy, load_policy
 from r1jax.reward_model.hook import PreferenceReward
 from r1jax.rewards.service import RewardService
 from r1jax.rl.advantages import rollout_metrics
+from r1jax.rl.batch import LearnerBatch
 from r1jax.rl.minibatch import minibatches, prepare
 from r1jax.rl.reference import copy_params, maybe_reset_reference
 from r1jax.rl.step import TrainState, init_train_state, make_train_step
@@ -97,6 +104,16 @@ def learn(train_step, state: TrainState, ref_params, batches: Iterable, *, step:
   return state, ref_params, pending
 
 
+def global_batches(batches: Iterable[LearnerBatch], mesh, rules) -> Iterable[dict[str, jax.Array]]:
+  """Each host minibatch (whole on every process) as global arrays split along the batch axis:
+  every process places only the rows its devices hold."""
+  for batch in batches:
+    fields = batch.fields()
+    yield distributed.global_batch(
+        {k: v[distributed.process_rows(v.shape, mesh, rules)] for k, v in fields.items()},
+        {k: v.shape[0] for k, v in fields.items()}, mesh, rules)
+
+
 def _truncate_jsonl(path: str, last_step: int) -> None:
   """Drops records written after the checkpoint a run resumes from (they will be rewritten)."""
   if os.path.exists(path):
@@ -117,9 +134,10 @@ class Trainer:
     self.state = init_train_state(self.model_cfg, exp.optim, params, self.mesh, self.rules)
     self.ref_params = copy_params(self.state.params)
     self._train_steps: dict[float, Any] = {}
-    self.data = make_prompt_dataset(exp.data, self.tokenizer, "train", seed=exp.loop.seed,
-                                    process_index=jax.process_index(),
-                                    process_count=jax.process_count())
+    # Every process reads the same global order of questions and takes its rows of each batch.
+    self.data = make_prompt_dataset(
+        exp.data, self.tokenizer, "train", seed=exp.loop.seed,
+        rows=distributed.process_rows((exp.data.questions_per_step,), self.mesh, self.rules))
     self.data_iter = iter(self.data.dataset)
     self.eval_batch = eval_batch(exp, self.tokenizer)
     self.rewards = RewardService(exp.rewards)
@@ -134,6 +152,9 @@ class Trainer:
     self.wall_time_s = 0.0
     self.evals: list[dict[str, float]] = []
     self._restore()
+    # Reading data and the model takes each process its own time; gloo gives a late process only
+    # 30 s to join the first collectives, so start the first programs together.
+    distributed.barrier("trainer_ready")
 
   # ------------------------------------------------------------------ checkpoints
 
@@ -183,12 +204,13 @@ class Trainer:
     start = time.perf_counter()
     with mesh_lib.use_mesh(self.mesh, self.rules):
       scored = sample_and_score(self.model_cfg, self.state.params, batch, rng, sampling, g,
-                                self.tokenizer, self.rewards, ref_params=self.ref_params)
+                                self.tokenizer, self.rewards, ref_params=self.ref_params,
+                                num_prompts=exp.data.questions_per_step)
     rollout_s = time.perf_counter() - start
     groups, rewards, info = scored.groups(), scored.rewards.reward, {}
     if self.preference:
       rewards, info = self.preference.apply(groups, rewards, self.step)
-    info.update(rollout_metrics(rewards, np.asarray(batch["data_type"]), g))
+    info.update(rollout_metrics(rewards, np.asarray(scored.batch["data_type"]), g))
     info.update({"reward/timeouts": float(scored.rewards.timed_out.sum()),
                  "reward/retries": float(scored.rewards.retried.sum()),
                  "reward/crashes": float(scored.rewards.crashed.sum()),
@@ -204,10 +226,11 @@ class Trainer:
     start = time.perf_counter()
     self.state, self.ref_params, pending = learn(
         self._train_step(sampling.logprob_temperature), self.state, self.ref_params,
-        minibatches(prepared, exp.rl, seed=exp.loop.seed + self.rollouts), step=self.step,
+        global_batches(minibatches(prepared, exp.rl, seed=exp.loop.seed + self.rollouts),
+                       self.mesh, self.rules), step=self.step,
         last_step=exp.loop.steps, ref_reset_every=exp.rl.ref_reset_every)
     self.step += len(pending)
-    records = [dict(jax.device_get(m)) for m in pending]
+    records = [dict(m) for m in distributed.fetch(pending)]
     learn_s = time.perf_counter() - start
     for i, record in enumerate(records):
       bad = [k for k in ("loss", "grad_norm") if not math.isfinite(float(record[k]))]
@@ -293,8 +316,9 @@ def train_and_evaluate(exp, workdir: str, *, export: bool = False) -> dict[str, 
   try:
     summary = trainer.run()
     if export:
-      export_policy(trainer.model_cfg, trainer.state.params, exp.base_model,
-                    os.path.join(workdir, EXPORT))
+      params = distributed.fetch(trainer.state.params)   # every process takes part in the gather
+      if distributed.is_chief():
+        export_policy(trainer.model_cfg, params, exp.base_model, os.path.join(workdir, EXPORT))
       if not exp.base_model:
         logging.warning("RL from a random init: its export has no tokenizer files")
     return summary

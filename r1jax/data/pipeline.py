@@ -1,11 +1,14 @@
 """The prompt pipeline in front of the rollout, on Grain. At start-up every process reads the
 split's prompts once (all datasets, in a fixed order), drops those whose templated tokens exceed the
-fixed prompt length P, takes its own disjoint shard, and lays out the whole run's order up front:
-each epoch a fresh seeded permutation (or a weighted per-type draw), cut to whole batches so that a
-batch never spans two epochs and holds Q distinct questions. Grain then reads, templates, tokenizes
-and left-pads batches in background threads (and optionally worker processes). Because the order is
-a pure function of (config, seed, split, shard), the iterator state is just a position: a restored
-iterator yields exactly the batches an uninterrupted one would, across epoch boundaries too.
+fixed prompt length P, and lays out the whole run's global order up front: each epoch a fresh
+seeded permutation (or a weighted per-type draw), cut to whole batches of Q questions so that a
+batch never spans two epochs and holds Q distinct questions. Every process computes the same order
+and reads only its own rows of each global batch (``rows``, e.g. `r1jax.distributed.process_rows`),
+so N processes together see exactly the batches of one process, whatever N is. Grain then reads,
+templates, tokenizes and left-pads batches in background threads (and optionally worker
+processes). Because the order is a pure function of (config, seed, split), the iterator state is
+just a position: a restored iterator yields exactly the batches an uninterrupted one would, across
+epoch boundaries and across process counts too.
 """
 
 from __future__ import annotations
@@ -151,13 +154,6 @@ def _check_scan(scan: _Scan, config: DataConfig, split: str) -> None:
                  scan.total, config.max_prompt_len)
 
 
-def _shard(n: int, process_index: int, process_count: int) -> np.ndarray:
-  """Positions [0, n) for this process; the remainder is dropped so every process has as many."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} is outside [0, {process_count})")
-  return np.arange(process_index, n - n % process_count, process_count)
-
-
 def _permutation(n: int, seed: int, *tag: int) -> np.ndarray:
   return np.random.default_rng([seed, *tag]).permutation(n)
 
@@ -175,7 +171,7 @@ def _quotas(weights: dict[int, float], sizes: dict[int, int]) -> dict[int, int]:
 
 def _epoch_order(mine: np.ndarray, mine_types: np.ndarray, config: DataConfig, seed: int,
                  epoch: int) -> np.ndarray:
-  """One epoch of this shard's global indices: a permutation, or a weighted per-type draw."""
+  """One epoch of the global indices: a permutation, or a weighted per-type draw."""
   if not config.type_weights:
     return mine[_permutation(len(mine), seed, epoch)] if config.shuffle else mine
   weights = {DATA_TYPES.index(t): w for t, w in config.type_weights}
@@ -209,38 +205,42 @@ class PromptDataset:
   dataset: grain.IterDataset
   num_batches: int  # batches this process will yield (the same on every process)
   batches_per_epoch: int
-  questions_per_batch: int  # Q / process_count
-  num_examples: int  # usable examples in the split, over all processes
+  questions_per_batch: int  # this process's rows of each batch of Q
+  num_examples: int  # usable examples in the split
   num_too_long: int  # prompts dropped by the length filter
 
 
 def make_prompt_dataset(config: DataConfig, tokenizer: Tokenizer, split: str, *, seed: int,
-                        process_index: int = 0, process_count: int = 1) -> PromptDataset:
-  """Batches of ``Q / process_count`` prompts for this process, for ``config.num_epochs`` epochs."""
-  if config.questions_per_step % process_count:
-    raise ValueError(f"questions_per_step={config.questions_per_step} is not divisible by "
-                     f"process_count={process_count}")
-  per_batch = config.questions_per_step // process_count
+                        rows: slice = slice(None)) -> PromptDataset:
+  """Batches for ``config.num_epochs`` epochs: of each global batch of ``Q`` prompts, the rows
+  ``rows`` (all of them by default; a process of several passes its own)."""
+  q = config.questions_per_step
+  rows = range(q)[rows]
+  if not rows or rows.step != 1:
+    raise ValueError(f"rows={rows} must be a non-empty contiguous slice of the "
+                     f"questions_per_step={q} rows of a batch")
   sources = _open_sources(config, split)
   scan = _scan(sources, tokenizer, config)
   _check_scan(scan, config, split)
   _check_weights(config, scan.types, split)
-  shard = _shard(len(scan.indices), process_index, process_count)
-  mine, mine_types = scan.indices[shard], scan.types[shard]
+  usable, usable_types = scan.indices, scan.types
   if config.type_weights:
-    keep = np.isin(mine_types, [DATA_TYPES.index(t) for t, _ in config.type_weights])
-    mine, mine_types = mine[keep], mine_types[keep]
-  batches_per_epoch = len(mine) // per_batch
+    keep = np.isin(usable_types, [DATA_TYPES.index(t) for t, _ in config.type_weights])
+    usable, usable_types = usable[keep], usable_types[keep]
+  batches_per_epoch = len(usable) // q
   if batches_per_epoch == 0:
-    raise DataError(f"split {split!r} has {len(mine)} usable examples per process, fewer than one "
-                    f"batch of {per_batch}; lower questions_per_step or add data")
+    raise DataError(f"split {split!r} has {len(usable)} usable examples, fewer than one batch of "
+                    f"{q}; lower questions_per_step or add data")
   num_batches = math.floor(config.num_epochs * batches_per_epoch)
   if num_batches == 0:
     raise DataError(f"num_epochs={config.num_epochs} of {batches_per_epoch} batches is less than "
                     "one batch")
   order = np.concatenate([
-      _epoch_order(mine, mine_types, config, seed, e)[:batches_per_epoch * per_batch]
-      for e in range(math.ceil(num_batches / batches_per_epoch))])[:num_batches * per_batch]
+      _epoch_order(usable, usable_types, config, seed, e)[:batches_per_epoch * q]
+      for e in range(math.ceil(num_batches / batches_per_epoch))])[:num_batches * q]
+  # The global order, batch by batch; this process reads its rows of each.
+  order = order.reshape(num_batches, q)[:, rows.start:rows.stop].reshape(-1)
+  per_batch = len(rows)
 
   ds = grain.MapDataset.source(_Records(sources, order)).batch(
       per_batch, drop_remainder=True, batch_fn=_Collate(tokenizer, config.template,

@@ -65,16 +65,17 @@ def test_fractional_epochs(procedural_config):
   assert data.num_batches == int(1.6 * data.batches_per_epoch) == len(_ids(iter(data.dataset)))
 
 
-def test_process_shards_are_disjoint_and_equal(procedural_config):
+def test_processes_read_their_rows_of_one_global_order(procedural_config):
   config = replace(procedural_config, num_epochs=1.0)
-  shards = [pipeline.make_prompt_dataset(config, TOK, "train", seed=0, process_index=i,
-                                         process_count=2) for i in range(2)]
-  ids = [[i for b in _ids(iter(s.dataset)) for i in b] for s in shards]
-  assert shards[0].questions_per_batch == 4 and shards[0].num_batches == shards[1].num_batches
-  assert not set(ids[0]) & set(ids[1])
-  assert len(ids[0]) + len(ids[1]) == shards[0].num_examples
-  with pytest.raises(ValueError, match="divisible"):
-    pipeline.make_prompt_dataset(config, TOK, "train", seed=0, process_count=3)
+  whole = pipeline.make_prompt_dataset(config, TOK, "train", seed=0)
+  halves = [pipeline.make_prompt_dataset(config, TOK, "train", seed=0, rows=slice(i * 4, i * 4 + 4))
+            for i in range(2)]
+  assert halves[0].questions_per_batch == 4 and halves[0].num_batches == whole.num_batches
+  # Side by side, the two processes' rows are exactly one process's batches, in order.
+  joined = [a + b for a, b in zip(*(_ids(iter(h.dataset)) for h in halves))]
+  assert joined == _ids(iter(whole.dataset))
+  with pytest.raises(ValueError, match="rows"):
+    pipeline.make_prompt_dataset(config, TOK, "train", seed=0, rows=slice(8, 12))
 
 
 @pytest.mark.parametrize("workers", [0, 1])
