@@ -27,9 +27,10 @@ BENCHMARKS = ("aime", "math500", "gpqa", "livecodebench")
 
 
 def protocol(c: config_dict.ConfigDict, k: int = 64, max_new_tokens: int = MAX_NEW_TOKENS) -> None:
-  """The paper's evaluation sampling in the eval section (and top-p in the rollout, which the
-  evaluate job samples with)."""
+  """The paper's evaluation sampling in the eval section (an RL run's periodic evaluation and the
+  evaluate job both read it)."""
   c.eval.temperature = TEMPERATURE
+  c.eval.top_p = TOP_P
   c.eval.num_samples = k
   c.eval.pass_at = (1, k)
   c.eval.max_new_tokens = max_new_tokens
@@ -40,7 +41,6 @@ def get_config(arg: str = "paper") -> config_dict.ConfigDict:
   c = config_dict.ConfigDict(dataclasses.asdict(Experiment()))
   c.job = "evaluate"
   c.benchmarks.names = BENCHMARKS
-  c.rollout.top_p = TOP_P
   c.rollout.temperature = TEMPERATURE
   c.data.template = "chat"
   c.rl.num_minibatches = 1   # nothing trains; only the experiment's cross-section check reads it

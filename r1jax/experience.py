@@ -54,6 +54,7 @@ class EvalConfig:
   num_problems: int = 64
   num_samples: int = 8            # k per problem: pass@1 is averaged over k; cons@k votes over them
   temperature: float = 1.0
+  top_p: float = 0.0              # 0 = the rollout's; the paper's protocol samples at 0.95
   max_new_tokens: int = 0         # 0 = the rollout's
   pass_at: tuple[int, ...] = (1, 8)
 
@@ -62,18 +63,20 @@ class EvalConfig:
     check_range("num_problems", self.num_problems, 1)
     check_range("num_samples", self.num_samples, 1)
     check_range("temperature", self.temperature, 0.0)
+    check_range("top_p", self.top_p, 0.0, 1.0)
     check_range("max_new_tokens", self.max_new_tokens, 0)
     for k in self.pass_at:
       check_range("pass_at", k, 1, self.num_samples)
 
 
 def sampling_for(rollout: SamplingConfig, tokenizer: Tokenizer, *, temperature: float | None = None,
-                 max_new_tokens: int = 0) -> SamplingConfig:
+                 max_new_tokens: int = 0, top_p: float = 0.0) -> SamplingConfig:
   """The rollout config completed with the tokenizer's EOS / pad ids; a given temperature and a
-  non-zero length override the rollout's (evaluation and rejection sampling use their own)."""
+  non-zero length or top-p override the rollout's (evaluation and rejection sampling use their
+  own)."""
   return dataclasses.replace(
       rollout, temperature=rollout.temperature if temperature is None else temperature,
-      max_new_tokens=max_new_tokens or rollout.max_new_tokens,
+      max_new_tokens=max_new_tokens or rollout.max_new_tokens, top_p=top_p or rollout.top_p,
       eos_ids=rollout.eos_ids or tuple(tokenizer.eos_ids), pad_id=tokenizer.pad_id)
 
 
@@ -255,9 +258,9 @@ def evaluate(model_cfg: ModelConfig, params, batch, rng, sampling: SamplingConfi
              tokenizer: Tokenizer, rewards: RewardService, cfg: EvalConfig
              ) -> tuple[dict[str, float], list[dict[str, Any]]]:
   """(metrics, per-sample records) of k samples per problem of `batch`, drawn as `sampling` does
-  at the eval section's temperature and length."""
+  at the eval section's temperature, top-p and length."""
   sampling = sampling_for(sampling, tokenizer, temperature=cfg.temperature,
-                          max_new_tokens=cfg.max_new_tokens)
+                          max_new_tokens=cfg.max_new_tokens, top_p=cfg.top_p)
   scored = sample_and_score(model_cfg, params, batch, rng, sampling, cfg.num_samples, tokenizer,
                             rewards)
   scored.fill_texts(tokenizer)   # cons@k and the reflection counts read every completion

@@ -58,6 +58,7 @@ class LoopConfig:
   save_every: int = 10            # steps between checkpoints (rounded to whole rollouts)
   keep_checkpoints: int = 3
   log_samples: int = 3            # completions per evaluation written as text
+  export_every_save: bool = False  # also refresh <workdir>/export at each checkpoint
   # (from_step, value) pairs: the paper raised the length from 32,768 to 65,536 at step 8.2k.
   max_new_tokens_schedule: tuple[tuple[int, int], ...] = ()
   temperature_schedule: tuple[tuple[int, float], ...] = ()
@@ -178,6 +179,15 @@ class Trainer:
             "evals": self.evals}
     self.ckpt.save(self.step, {"train": self.state, "ref": self.ref_params}, meta,
                    {"iterator": self.data_iter.get_state()})
+    if self.exp.loop.export_every_save:
+      self.export()
+
+  def export(self) -> None:
+    """Writes the current policy to <workdir>/export (Hugging Face layout)."""
+    params = distributed.fetch(self.state.params)   # every process takes part in the gather
+    if distributed.is_chief():
+      export_policy(self.model_cfg, params, self.exp.base_model,
+                    os.path.join(self.workdir, EXPORT))
 
   # ------------------------------------------------------------------ one rollout
 
@@ -316,9 +326,7 @@ def train_and_evaluate(exp, workdir: str, *, export: bool = False) -> dict[str, 
   try:
     summary = trainer.run()
     if export:
-      params = distributed.fetch(trainer.state.params)   # every process takes part in the gather
-      if distributed.is_chief():
-        export_policy(trainer.model_cfg, params, exp.base_model, os.path.join(workdir, EXPORT))
+      trainer.export()
       if not exp.base_model:
         logging.warning("RL from a random init: its export has no tokenizer files")
     return summary

@@ -75,3 +75,16 @@ def test_evaluation_summarises_k_samples_per_problem(run):
   metrics, samples = evaluate(CFG, params, batch, jax.random.key(1), SAMPLING, TOK, rewards, cfg)
   assert len(samples) == len(EXAMPLES) * K and [s["completion"] for s in samples] == run[0].texts
   assert metrics["cons@k"] == metrics[f"cons@{K}"] and 0.0 <= metrics["pass@1"] <= 1.0
+
+
+def test_eval_sampling_takes_its_own_top_p_temperature_and_length():
+  import types
+
+  from r1jax.experience import sampling_for
+  from r1jax.rollout.config import SamplingConfig
+  tokenizer = types.SimpleNamespace(eos_ids=[3], pad_id=0)
+  rollout = SamplingConfig(max_new_tokens=64, temperature=1.0, top_p=1.0)
+  same = sampling_for(rollout, tokenizer)
+  assert (same.temperature, same.top_p, same.max_new_tokens, same.eos_ids) == (1.0, 1.0, 64, (3,))
+  paper = sampling_for(rollout, tokenizer, temperature=0.6, top_p=0.95, max_new_tokens=128)
+  assert (paper.temperature, paper.top_p, paper.max_new_tokens) == (0.6, 0.95, 128)

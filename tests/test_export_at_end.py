@@ -109,3 +109,21 @@ def test_a_pipeline_links_its_last_policy_not_a_reward_model(tmp_path, monkeypat
   assert registry._pipeline(None, str(tmp_path)) is done
   assert os.path.realpath(tmp_path / "export") == os.path.realpath(tmp_path / "rl1" / "export")
   assert not os.path.isabs(os.readlink(tmp_path / "export"))   # the workdir can move
+
+
+@pytest.mark.parametrize("every_save", [False, True])
+def test_loop_export_every_save_refreshes_the_export_at_each_checkpoint(every_save):
+  """`loop.export_every_save` makes each checkpoint also write the export (the end-of-run export
+  is the same `Trainer.export`, exercised through the command line above)."""
+  import types
+
+  from r1jax.train import LoopConfig, Trainer
+  calls = []
+  trainer = types.SimpleNamespace(
+      step=4, rollouts=2, wall_time_s=1.0, evals=[], state="state", ref_params="ref",
+      data_iter=types.SimpleNamespace(get_state=lambda: b""),
+      ckpt=types.SimpleNamespace(save=lambda step, *a: calls.append(("save", step))),
+      exp=types.SimpleNamespace(loop=LoopConfig(export_every_save=every_save)),
+      export=lambda: calls.append(("export",)))
+  Trainer._save(trainer)
+  assert calls == [("save", 4)] + ([("export",)] if every_save else [])

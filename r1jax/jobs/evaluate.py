@@ -97,7 +97,7 @@ def run(exp, workdir: str) -> dict[str, Any]:
                        "metrics": summarize(samples, k, pass_at),
                        "by_difficulty": {str(d): m for d, m in
                                          by_difficulty(samples, k, pass_at).items()}}
-  protocol = {"k": k, "temperature": exp.eval.temperature, "top_p": exp.rollout.top_p,
+  protocol = {"k": k, "temperature": exp.eval.temperature, "top_p": exp.eval.top_p or exp.rollout.top_p,
               "max_new_tokens": exp.eval.max_new_tokens or exp.rollout.max_new_tokens,
               "template": exp.data.template}
   model = os.path.basename(os.path.normpath(exp.base_model))

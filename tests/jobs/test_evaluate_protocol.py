@@ -116,7 +116,7 @@ def test_paper_preset_is_the_papers_protocol():
   spec.loader.exec_module(module)
   exp = experiment.load(module.get_config("paper"))
   assert exp.job == "evaluate"
-  assert (exp.eval.temperature, exp.rollout.top_p, exp.eval.max_new_tokens) == (0.6, 0.95, 32_768)
+  assert (exp.eval.temperature, exp.eval.top_p, exp.eval.max_new_tokens) == (0.6, 0.95, 32_768)
   assert exp.eval.num_samples == 64 and exp.eval.pass_at == (1, 64)
   assert exp.benchmarks.names == ("aime", "math500", "gpqa", "livecodebench")
   with pytest.raises(Exception, match=r"benchmarks.names\[0\].*'math500'"):
