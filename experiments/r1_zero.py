@@ -9,6 +9,10 @@ Variants (``--config=experiments/r1_zero.py:<variant>``):
   7b            Qwen2.5-7B shape, the paper's early dense run that showed no clear RL gain
   16b_moe       a DeepSeekMoE-16B-shaped MoE (the early 16B MoE run)
   30b           Qwen2.5-32B ("Qwen2.5-32B-Zero", the 30B-class ablation)
+  v3            DeepSeek-V3-Base 671B (the real R1-Zero base): the paper's hyperparameters on
+                64 nodes x 8 GPUs with expert parallel across nodes and routing replay
+  smoke_v3      smoke with a randomly initialised tiny DeepSeek-V3-shaped policy (MLA, grouped
+                sigmoid routing, MTP, routing replay) and the character tokenizer, for tests
 Any key can be overridden: ``--config.rl.kl_coef=0.01 --config.rl.eps_high=0.28``.
 """
 
@@ -17,7 +21,7 @@ import dataclasses
 from ml_collections import config_dict
 
 from r1jax.experiment import Experiment
-from r1jax.models.config import MoEConfig
+from r1jax.models.config import MLAConfig, MoEConfig
 from r1jax.models.presets import PRESETS
 
 PAPER_RL = dict(  # R1_REFERENCE.md, "R1-Zero RL hyperparameters"
@@ -66,7 +70,9 @@ def tiny(c: config_dict.ConfigDict) -> None:
 def scale(c: config_dict.ConfigDict, preset: str, paper: bool) -> None:
   """Real-scale shapes; set --config.base_model to the checkpoint directory to train for real."""
   c.model = config_dict.ConfigDict(dataclasses.asdict(Experiment().model))
-  c.model.update({k: v for k, v in PRESETS[preset].items() if k != "moe"})
+  c.model.update({k: v for k, v in PRESETS[preset].items() if k not in ("moe", "mla")})
+  if "mla" in PRESETS[preset]:
+    c.model.mla = config_dict.ConfigDict(dataclasses.asdict(MLAConfig(**PRESETS[preset]["mla"])))
   if "moe" in PRESETS[preset]:
     c.model.moe = config_dict.ConfigDict(dataclasses.asdict(MoEConfig(**PRESETS[preset]["moe"])))
   c.model.compute_dtype = "bfloat16"
@@ -77,6 +83,7 @@ def scale(c: config_dict.ConfigDict, preset: str, paper: bool) -> None:
   c.rollout.max_new_tokens = 32_768
   c.rollout.temperature = 1.0            # R1_REFERENCE.md: sampling temperature 1 in RL
   c.rollout.cache_dtype = "bfloat16"
+  c.rollout.prompts_per_chunk = 64        # one prompt per node: its 16 rows decode tensor-parallel there
   c.data.questions_per_step = 512          # 512 questions x 16 = 8,192 outputs per rollout
   c.data.max_prompt_len = 2048
   c.data.num_epochs = 1.6
@@ -89,6 +96,19 @@ def scale(c: config_dict.ConfigDict, preset: str, paper: bool) -> None:
   c.loop.save_every = 100
   if paper:
     c.rl.eps_low = c.rl.eps_high = 0.2
+
+
+def v3(c: config_dict.ConfigDict) -> None:
+  """R1-Zero on DeepSeek-V3-Base on 64 nodes x 8 GPUs: every weight is sharded over 32 GPUs
+  (fsdp: a node's 8 x 4 nodes) and the 256 experts over 16 such groups (expert axis across
+  nodes, 16 experts per group); the sampler records each token's experts and the learner
+  replays them (routing replay)."""
+  scale(c, "deepseek-v3-671b", paper=True)
+  c.mesh.ici = (1, 8, 1, 1)
+  c.mesh.dcn = (1, 4, 16, 1)
+  c.model.moe.routing_replay = True
+  c.rl.micro_batches = 4
+  c.rollout.prompts_per_chunk = 16
 
 
 def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
@@ -107,9 +127,20 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
       c.eval.num_problems = 4
       c.eval.num_samples = 2
       c.eval.pass_at = (1, 2)
+  elif variant == "v3":
+    v3(c)
+  elif variant == "smoke_v3":
+    c = get_config("smoke")
+    c.base_model = ""
+    c.tokenizer = "char"
+    c.data.max_prompt_len = 512          # the character tokenizer spells prompts out
+    c.model.update({k: v for k, v in PRESETS["deepseek-v3-tiny"].items() if k not in ("moe", "mla")})
+    c.model.mla = config_dict.ConfigDict(dataclasses.asdict(MLAConfig(**PRESETS["deepseek-v3-tiny"]["mla"])))
+    c.model.moe = config_dict.ConfigDict(dataclasses.asdict(MoEConfig(**PRESETS["deepseek-v3-tiny"]["moe"])))
+    c.model.moe.routing_replay = True
   elif variant in SCALE_VARIANTS:
     scale(c, SCALE_VARIANTS[variant], paper=variant == "paper")
   else:
     raise ValueError(f"unknown variant {variant!r}; known: tiny, tiny_control, smoke, "
-                     f"{', '.join(SCALE_VARIANTS)}")
+                     f"{', '.join(SCALE_VARIANTS)}, v3, smoke_v3")
   return c

@@ -28,10 +28,12 @@ from r1jax.config import ConfigError, check_choice
 MESH_AXES = ("data", "fsdp", "expert", "tensor")
 
 # Logical axis -> mesh axes. Batch-like axes spread over every data-parallel axis, including
-# `expert`, which doubles as a data axis outside the MoE layers.
+# `expert`, which doubles as a data axis outside the MoE layers. Weights (and so the float32
+# master weights and Adam moments) are split along `embed` over fsdp and then data: every
+# device of the mesh holds a distinct shard, nodes included (ZeRO-3 over the whole mesh).
 DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("batch", ("data", "fsdp", "expert")),
-    ("embed", ("fsdp",)),
+    ("embed", ("fsdp", "data")),
     ("heads", ("tensor",)),
     ("kv_heads", ("tensor",)),
     ("mlp", ("tensor",)),
@@ -46,6 +48,43 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("act_mlp", ("tensor",)),
     ("act_vocab", ("tensor",)),
 )
+
+
+# Logical axes that tensor parallelism splits (weights and the activations they produce).
+MODEL_PARALLEL = ("heads", "kv_heads", "mlp", "vocab", "expert_mlp", "act_heads", "act_mlp",
+                  "act_vocab")
+
+
+def decode_rules(rules):
+  """The rules for decoding: the fsdp axis turns into a tensor-parallel axis.
+
+  A decode step multiplies a few rows by every weight; under the training layout each device
+  would need the whole of every weight (gathered along fsdp), under this one it keeps 1/fsdp of
+  each weight matrix by heads / hidden units / vocabulary, and rows spread over the remaining
+  batch axes only, with their KV caches split by KV head."""
+  out = []
+  for logical, axes in _rules_dict(rules).items():
+    if logical in ("batch", "embed"):
+      axes = tuple(a for a in axes if a != "fsdp")
+    elif logical in MODEL_PARALLEL and "fsdp" not in axes:
+      axes = (*axes, "fsdp")
+    out.append((logical, axes))
+  return tuple(out)
+
+
+def row_axes(rows: int) -> tuple[str, ...]:
+  """The mesh axes that the current mesh's `batch` rule splits `rows` rows over (for shard_map
+  code that runs on each device's own rows); () without a mesh."""
+  ctx = _CURRENT.get()
+  if ctx is None:
+    return ()
+  axes = logical_spec(("batch",), (rows,), ctx.mesh, ctx.rules)[0]
+  return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def batch_shards(mesh: Mesh, rules) -> int:
+  """How many ways the `batch` rule can split a batch on `mesh` (the product of its axes)."""
+  return math.prod(mesh.shape[a] for a in _rules_dict(rules).get("batch", ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,7 +182,8 @@ def current_rules() -> dict[str, tuple[str, ...]]:
 
 
 def _rules_dict(rules) -> dict[str, tuple[str, ...]]:
-  return {k: tuple(v) if isinstance(v, (tuple, list)) else ((v,) if v else ()) for k, v in rules}
+  pairs = rules.items() if isinstance(rules, dict) else rules
+  return {k: tuple(v) if isinstance(v, (tuple, list)) else ((v,) if v else ()) for k, v in pairs}
 
 
 def logical_spec(axes: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules) -> PartitionSpec:

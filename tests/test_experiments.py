@@ -27,7 +27,8 @@ def _load(spec, **changes):
   return config
 
 
-@pytest.mark.parametrize("variant", ["tiny", "tiny_control", "smoke", "paper", "7b", "16b_moe", "30b"])
+@pytest.mark.parametrize("variant", ["tiny", "tiny_control", "smoke", "paper", "7b", "16b_moe", "30b",
+                                     "v3", "smoke_v3"])
 def test_every_variant_validates(variant):
   exp = experiment.load(_load(f"{R1_ZERO}:{variant}"))
   assert exp.rl.num_generations == 16
@@ -38,6 +39,11 @@ def test_every_variant_validates(variant):
     assert exp.rl.kl_coef == 0.001 and exp.rl.ref_reset_every == 400
   if variant == "16b_moe":
     assert exp.model.moe.num_experts == 64 and exp.model.moe.first_dense_layers == 1
+  if variant == "v3":
+    assert (exp.model.num_layers, exp.model.mla.kv_lora_rank, exp.model.moe.num_experts,
+            exp.model.moe.n_group, exp.model.mtp_layers) == (61, 512, 256, 8, 1)
+    assert exp.mesh.dcn == (1, 4, 16, 1) and exp.model.moe.routing_replay
+    assert exp.rl.kl_coef == 0.001 and exp.rl.eps_low == exp.rl.eps_high == 0.2
 
 
 def _cli_error(tmp_path, *overrides) -> str:

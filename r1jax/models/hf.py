@@ -1,8 +1,10 @@
 """Import and export of Hugging Face checkpoints: `config.json` plus (sharded) `*.safetensors`.
 
-:func:`load_hf` reads a Qwen2 / Qwen2.5 / Qwen2-MoE directory with numpy and safetensors (no
-torch), checks every tensor's presence and shape against the config before converting it, and
-stacks the per-layer tensors into our layout (see :mod:`r1jax.models.hf_names`). :func:`save_hf`
+:func:`load_hf` reads a Qwen2 / Qwen2.5 / Qwen2-MoE / DeepSeek-V2 / DeepSeek-V3 directory with
+numpy and safetensors (no torch), checks every tensor's presence and shape against the config
+before converting it, and stacks the per-layer tensors into our layout (see
+:mod:`r1jax.models.hf_names`). FP8 weights stored with block scales (DeepSeek-V3's release:
+float8_e4m3 plus a `<name>_scale_inv` per 128x128 block) are dequantised on load. :func:`save_hf`
 writes the same format back — config.json, generation_config.json and safetensors, split into
 shards with a `model.safetensors.index.json` when large — so a trained policy can be served by
 transformers, vLLM or SGLang.
@@ -15,6 +17,7 @@ import json
 import os
 import pathlib
 import shutil
+import struct
 from typing import Any
 
 import jax
@@ -33,6 +36,21 @@ INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja")
+
+
+FP8 = {"F8_E4M3": np.dtype(jnp.float8_e4m3fn), "F8_E5M2": np.dtype(jnp.float8_e5m2)}
+SCALE_SUFFIX = "_scale_inv"
+
+
+def dequantize_fp8(weight: np.ndarray, scale_inv: np.ndarray, block=(128, 128)) -> np.ndarray:
+  """float32 weight from an FP8 [out, in] tensor and its per-block scales [ceil(out/b0), ceil(in/b1)]."""
+  rows, cols = weight.shape
+  want = (-(-rows // block[0]), -(-cols // block[1]))
+  if scale_inv.shape != want:
+    raise HFCheckpointError(f"FP8 block scales have shape {scale_inv.shape}; a {weight.shape} weight "
+                            f"in {tuple(block)} blocks needs {want}")
+  scale = np.repeat(np.repeat(scale_inv.astype(np.float32), block[0], 0), block[1], 1)
+  return weight.astype(np.float32) * scale[:rows, :cols]
 
 
 class _Tensors:
@@ -59,8 +77,25 @@ class _Tensors:
   def shape(self, name: str) -> tuple[int, ...]:
     return tuple(self._handle(name).get_slice(name).get_shape())
 
-  def get(self, name: str) -> np.ndarray:
-    return self._handle(name).get_tensor(name)
+  def get(self, name: str, block=(128, 128)) -> np.ndarray:
+    """The tensor as stored, or dequantised to float32 when it is FP8 with block scales."""
+    if self._handle(name).get_slice(name).get_dtype() not in FP8:
+      return self._handle(name).get_tensor(name)
+    scale_name = name + SCALE_SUFFIX
+    if scale_name not in self.file_of:
+      raise HFCheckpointError(f"tensor {name!r} is FP8 but {scale_name!r} (its block scales) is missing")
+    return dequantize_fp8(self._raw(name), self.get(scale_name), block)
+
+  def _raw(self, name: str) -> np.ndarray:
+    """An FP8 tensor read from the file's bytes (the numpy reader has no float8 types)."""
+    f = self.file_of[name]
+    with open(f, "rb") as handle:
+      header_len = struct.unpack("<Q", handle.read(8))[0]
+      info = json.loads(handle.read(header_len))[name]
+      start, end = info["data_offsets"]
+      handle.seek(8 + header_len + start)
+      data = np.frombuffer(handle.read(end - start), np.uint8)
+    return data.view(FP8[info["dtype"]]).reshape(info["shape"])
 
   def _handle(self, name):
     f = self.file_of[name]
@@ -104,12 +139,20 @@ def _check_tensors(cfg: ModelConfig, maps, tensors: _Tensors, root: pathlib.Path
     more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
     raise HFCheckpointError(f"missing tensors in {root}: {missing[:5]}{more}")
   ignorable = {"lm_head.weight"} if cfg.tie_embeddings else set()  # HF ignores it when tied too
+  ignorable |= {name for name, _, _ in hf_names.mtp_shared_copies(cfg)}  # copies of main weights
+  ignorable |= {name + SCALE_SUFFIX for name in expected}
   extra = sorted(n for n in tensors.file_of.keys() - expected - ignorable
                  if not n.endswith(hf_names.IGNORED_SUFFIXES))
   if extra:
     more = f" (and {len(extra) - 5} more)" if len(extra) > 5 else ""
     raise HFCheckpointError(f"tensors in {root} that r1jax's model has no place for "
                             f"(unsupported layout?): {extra[:5]}{more}")
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+  for key in path:
+    tree = tree[key]
+  return tree
 
 
 def _set(tree: dict, path: tuple[str, ...], value) -> None:
@@ -127,21 +170,23 @@ def load_hf(path: str | os.PathLike, dtype: str | None = None) -> tuple[ModelCon
   default device; the MoE selection bias `router_bias` is zero.
   """
   root = pathlib.Path(path)
-  cfg = hf_config.from_hf(_read_config(root), dtype=dtype, where=str(root / "config.json"))
+  hf = _read_config(root)
+  cfg = hf_config.from_hf(hf, dtype=dtype, where=str(root / "config.json"))
   tensors = _Tensors(root)
-  maps = hf_names.tensor_maps(cfg)
+  maps = hf_names.tensor_maps(cfg, hf_config.rope_interleaved(hf))
   _check_tensors(cfg, maps, tensors, root)
   np_dtype = np.dtype(cfg.weight_dtype)
+  block = tuple((hf.get("quantization_config") or {}).get("weight_block_size") or (128, 128))
 
   def read(names, to_ours):
     if isinstance(names, str):
-      return np.ascontiguousarray(to_ours(tensors.get(names)).astype(np_dtype))
+      return np.ascontiguousarray(to_ours(tensors.get(names, block)).astype(np_dtype))
     return np.stack([read(n, to_ours) for n in names])
 
   params: dict[str, Any] = {}
   for m in maps:
     _set(params, m.path, jnp.asarray(read(m.names(), m.to_ours)))
-  if cfg.num_moe_layers:
+  if cfg.num_moe_layers and "router_bias" not in params["moe"]["moe"]:
     _set(params, ("moe", "moe", "router_bias"),
          jnp.zeros((cfg.num_moe_layers, cfg.moe.num_experts), np_dtype))
   return cfg, params
@@ -158,14 +203,17 @@ def _host(x) -> np.ndarray:
 def _export_tree(cfg: ModelConfig, params: dict) -> tuple[ModelConfig, dict]:
   """Params in a form Qwen2 can hold: zero q/k/v biases are added when the model has none."""
   hf_config.check_exportable(cfg)
+  if cfg.mla is not None and cfg.num_moe_layers and cfg.moe.gating == "sigmoid":
+    return cfg, params  # DeepSeek-V3 stores the selection bias (e_score_correction_bias)
   if cfg.num_moe_layers:
     bias = _host(params["moe"]["moe"]["router_bias"])
     if np.any(bias != 0):
+      name = "Qwen2-MoE" if cfg.mla is None else "DeepSeek-V2"
       raise HFCheckpointError(
-          "cannot export as Qwen2-MoE: moe.router_bias (aux-loss-free balance bias, used for "
-          "expert selection) is non-zero and Qwen2-MoE has no selection bias; train with "
-          "moe.balance='none' for exportable policies")
-  if cfg.qkv_bias:
+          f"cannot export as {name}: moe.router_bias (aux-loss-free balance bias, used for "
+          f"expert selection) is non-zero and {name} has no selection bias; train with "
+          "moe.balance='none' (or sigmoid gating, exported as DeepSeek-V3) for exportable policies")
+  if cfg.qkv_bias or cfg.mla is not None:
     return cfg, params
   params = jax.tree.map(lambda x: x, params)  # shallow copy of the dict structure
   for stack in transformer.STACKS:
@@ -248,6 +296,8 @@ def save_hf(model_cfg: ModelConfig, params: dict, path: str | os.PathLike, *,
         slices = [(n, x) for layer_names, layer in zip(names, leaf) for n, x in zip(layer_names, layer)]
       for name, x in slices:
         yield name, np.ascontiguousarray(m.to_hf(x).astype(np_dtype))
+    for name, path, to_hf in hf_names.mtp_shared_copies(cfg):
+      yield name, np.ascontiguousarray(to_hf(_host(_get(params, path))).astype(np_dtype))
 
   for stale in (SINGLE, INDEX, *(f.name for f in root.glob("model-*-of-*.safetensors"))):
     (root / stale).unlink(missing_ok=True)

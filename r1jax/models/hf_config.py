@@ -1,4 +1,5 @@
-"""Translation between a Hugging Face `config.json` (Qwen2 / Qwen2.5 / Qwen2-MoE) and our ModelConfig.
+"""Translation between a Hugging Face `config.json` (Qwen2 / Qwen2.5 / Qwen2-MoE / DeepSeek-V2 /
+DeepSeek-V3) and our ModelConfig.
 
 :func:`from_hf` accepts both the classic keys (`rope_theta`, `rope_scaling`, `torch_dtype`) that
 published Qwen checkpoints use and the `rope_parameters` / `dtype` keys of transformers 5. Anything
@@ -12,11 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from r1jax.models.config import DTYPES, ModelConfig, MoEConfig
+from r1jax.models.config import DTYPES, MLAConfig, ModelConfig, MoEConfig
 
 QWEN2 = "Qwen2ForCausalLM"
 QWEN2_MOE = "Qwen2MoeForCausalLM"
-ARCHITECTURES = {QWEN2: "qwen2", QWEN2_MOE: "qwen2_moe"}
+DEEPSEEK_V2 = "DeepseekV2ForCausalLM"
+DEEPSEEK_V3 = "DeepseekV3ForCausalLM"
+ARCHITECTURES = {QWEN2: "qwen2", QWEN2_MOE: "qwen2_moe", DEEPSEEK_V2: "deepseek_v2",
+                 DEEPSEEK_V3: "deepseek_v3"}
 
 
 class HFCheckpointError(ValueError):
@@ -72,12 +76,70 @@ def _dtype(hf: dict[str, Any]) -> str:
   return stored if stored in DTYPES else "float32"
 
 
+def rope_interleaved(hf: dict[str, Any]) -> bool:
+  """Whether the checkpoint's RoPE dims are interleaved pairs (DeepSeek) rather than two halves."""
+  arch = ARCHITECTURES.get((hf.get("architectures") or [None])[0], hf.get("model_type"))
+  return arch == "deepseek_v2" or (arch == "deepseek_v3" and hf.get("rope_interleave", True))
+
+
+def _deepseek(hf: dict[str, Any], arch: str, dtype: str | None, where: str) -> ModelConfig:
+  """DeepSeek-V2 / V3: MLA attention, first_k_dense_replace dense layers, then DeepSeekMoE."""
+  if hf.get("attention_bias"):
+    raise HFCheckpointError(f"{where}: attention_bias=true is not supported (DeepSeek models have none)")
+  v3 = arch == DEEPSEEK_V3
+  heads, num_layers = hf["num_attention_heads"], hf["num_hidden_layers"]
+  mla = MLAConfig(kv_lora_rank=hf["kv_lora_rank"], q_lora_rank=hf.get("q_lora_rank") or 0,
+                  qk_nope_head_dim=hf["qk_nope_head_dim"], qk_rope_head_dim=hf["qk_rope_head_dim"],
+                  v_head_dim=hf["v_head_dim"])
+  first_dense = hf.get("first_k_dense_replace") or 0
+  moe = None
+  if first_dense < num_layers:
+    if hf.get("moe_layer_freq", 1) != 1:
+      raise HFCheckpointError(f"{where}: moe_layer_freq={hf['moe_layer_freq']} is not supported; "
+                              "r1jax supports only the first k layers dense (moe_layer_freq=1)")
+    scoring = hf.get("scoring_func", "sigmoid" if v3 else "softmax")
+    if scoring != ("sigmoid" if v3 else "softmax"):
+      raise HFCheckpointError(f"{where}: scoring_func={scoring!r} is not supported for {arch}")
+    method = hf.get("topk_method", "noaux_tc" if v3 else "greedy")
+    allowed = ("noaux_tc",) if v3 else ("greedy", "group_limited_greedy")
+    if method not in allowed:
+      raise HFCheckpointError(f"{where}: topk_method={method!r} is not supported for {arch}; "
+                              f"allowed: {', '.join(allowed)}")
+    grouped = method != "greedy"
+    expert_ffn = hf["moe_intermediate_size"]
+    moe = MoEConfig(
+        num_experts=hf["n_routed_experts"], top_k=hf["num_experts_per_tok"],
+        expert_ffn_dim=expert_ffn, shared_ffn_dim=(hf.get("n_shared_experts") or 0) * expert_ffn,
+        first_dense_layers=first_dense, gating="sigmoid" if v3 else "softmax",
+        # transformers' DeepSeek-V2 never renormalises the top-k weights, whatever the flag says.
+        norm_top_k=bool(hf.get("norm_topk_prob", False)) and v3,
+        routed_scale=float(hf.get("routed_scaling_factor") or 1.0),
+        balance="aux_free" if v3 else "none", aux_loss_coef=0.0,
+        n_group=(hf.get("n_group") or 1) if grouped else 1,
+        topk_group=(hf.get("topk_group") or 1) if grouped else 1,
+        group_score="top2_sum" if v3 else "max")
+  return ModelConfig(
+      vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=num_layers, num_heads=heads,
+      num_kv_heads=heads, head_dim=mla.qk_head_dim, ffn_dim=hf["intermediate_size"],
+      rope_theta=_rope_theta(hf, where), norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=False,
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      max_seq_len=hf.get("max_position_embeddings", 4096), param_dtype=dtype or _dtype(hf),
+      moe=moe, mla=mla, mtp_layers=(hf.get("num_nextn_predict_layers") or 0) if v3 else 0)
+
+
 def from_hf(hf: dict[str, Any], *, dtype: str | None = None, where: str = "config.json") -> ModelConfig:
   """ModelConfig for a parsed HF config.json; `dtype` overrides the checkpoint's stored dtype."""
   arch = _architecture(hf, where)
   _check_full_attention(hf, where)
   if hf.get("hidden_act", "silu") != "silu":
     raise HFCheckpointError(f"{where}: hidden_act={hf['hidden_act']!r} is not supported; only 'silu'")
+  if arch in (DEEPSEEK_V2, DEEPSEEK_V3):
+    try:
+      cfg = _deepseek(hf, arch, dtype, where)
+    except KeyError as e:
+      raise HFCheckpointError(f"{where}: missing key {e.args[0]!r} for {arch}") from None
+    cfg.validate()
+    return cfg
   try:
     heads = hf["num_attention_heads"]
     num_layers = hf["num_hidden_layers"]
@@ -106,8 +168,41 @@ def from_hf(hf: dict[str, Any], *, dtype: str | None = None, where: str = "confi
   return cfg
 
 
+def _deepseek_problems(cfg: ModelConfig) -> list[str]:
+  m, v3 = cfg.moe, deepseek_version(cfg) == 3
+  problems = []
+  if cfg.qkv_bias or cfg.tie_embeddings:
+    problems.append(f"qkv_bias={cfg.qkv_bias}, tie_embeddings={cfg.tie_embeddings} (DeepSeek has neither)")
+  if m is None:
+    return problems
+  if m.shared_gate or m.shared_ffn_dim % m.expert_ffn_dim:
+    problems.append(f"moe.shared_ffn_dim={m.shared_ffn_dim}, moe.shared_gate={m.shared_gate} "
+                    "(DeepSeek's shared experts are ungated, n_shared_experts x expert_ffn_dim)")
+  if v3 and m.group_score != "top2_sum":
+    problems.append(f"moe.group_score={m.group_score!r} (DeepSeek-V3 scores groups by 'top2_sum')")
+  if not v3 and (m.norm_top_k or (m.n_group > 1 and m.group_score != "max")):
+    problems.append(f"moe.norm_top_k={m.norm_top_k}, moe.group_score={m.group_score!r} (DeepSeek-V2 "
+                    "routes by softmax without renormalising, groups scored by 'max')")
+  if cfg.mtp_layers and not v3:
+    problems.append(f"mtp_layers={cfg.mtp_layers} (only DeepSeek-V3 has MTP modules)")
+  return problems
+
+
+def deepseek_version(cfg: ModelConfig) -> int:
+  """Which DeepSeek layout an MLA model exports as: V3 with sigmoid routing (or MTP), else V2."""
+  return 3 if cfg.mtp_layers or (cfg.moe is not None and cfg.moe.gating == "sigmoid") or \
+      cfg.moe is None else 2
+
+
 def check_exportable(cfg: ModelConfig) -> None:
-  """Raises if `cfg` uses a feature Qwen2 / Qwen2-MoE cannot express."""
+  """Raises if `cfg` uses a feature Qwen2 / Qwen2-MoE (or, with MLA, DeepSeek) cannot express."""
+  if cfg.mla is not None:
+    problems = _deepseek_problems(cfg)
+    if problems:
+      raise HFCheckpointError(f"cannot export as DeepSeek-V{deepseek_version(cfg)}: " + "; ".join(problems))
+    return
+  if cfg.mtp_layers:
+    raise HFCheckpointError(f"cannot export as Qwen2: mtp_layers={cfg.mtp_layers} (Qwen2 has no MTP)")
   m = cfg.moe
   if m is None:
     return
@@ -123,8 +218,38 @@ def check_exportable(cfg: ModelConfig) -> None:
     raise HFCheckpointError("cannot export as Qwen2-MoE: " + "; ".join(problems))
 
 
+def _to_deepseek(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
+  v3, mla, m = deepseek_version(cfg) == 3, cfg.mla, cfg.moe
+  hf = {"architectures": [DEEPSEEK_V3 if v3 else DEEPSEEK_V2],
+        "model_type": "deepseek_v3" if v3 else "deepseek_v2",
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_heads, "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta, "rope_scaling": None, "attention_bias": False,
+        "tie_word_embeddings": False, "torch_dtype": dtype, "use_cache": True,
+        "kv_lora_rank": mla.kv_lora_rank, "q_lora_rank": mla.q_lora_rank or None,
+        "qk_nope_head_dim": mla.qk_nope_head_dim, "qk_rope_head_dim": mla.qk_rope_head_dim,
+        "v_head_dim": mla.v_head_dim, "first_k_dense_replace": cfg.num_dense_layers}
+  if m is None:  # all layers dense; the MoE keys still need values
+    m = MoEConfig(num_experts=1, top_k=1, expert_ffn_dim=1, gating="sigmoid" if v3 else "softmax")
+  hf |= {"n_routed_experts": m.num_experts, "num_experts_per_tok": m.top_k,
+         "moe_intermediate_size": m.expert_ffn_dim,
+         "n_shared_experts": m.shared_ffn_dim // m.expert_ffn_dim, "norm_topk_prob": m.norm_top_k,
+         "routed_scaling_factor": m.routed_scale, "n_group": m.n_group, "topk_group": m.topk_group,
+         "scoring_func": m.gating, "moe_layer_freq": 1}
+  if v3:
+    hf |= {"topk_method": "noaux_tc", "rope_interleave": True,
+           "num_nextn_predict_layers": cfg.mtp_layers}
+  else:
+    hf["topk_method"] = "group_limited_greedy" if m.n_group > 1 else "greedy"
+  return hf
+
+
 def to_hf(cfg: ModelConfig, *, dtype: str, bos_token_id=None, eos_token_id=None) -> dict[str, Any]:
   """config.json contents for `cfg` (call :func:`check_exportable` first)."""
+  if cfg.mla is not None:
+    return _to_deepseek(cfg, dtype) | {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
   hf = {"architectures": [QWEN2 if cfg.moe is None else QWEN2_MOE],
         "model_type": "qwen2" if cfg.moe is None else "qwen2_moe",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.mesh import constrain
-from r1jax.models import layers, moe
+from r1jax.models import layers, mla, moe
 from r1jax.models.config import ModelConfig
 
 Params = dict[str, Any]
@@ -46,12 +46,20 @@ def _stack_sizes(cfg: ModelConfig) -> dict[str, int]:
   return {name: n for name, n in (("dense", cfg.num_dense_layers), ("moe", cfg.num_moe_layers)) if n}
 
 
+def _cache_dims(cfg: ModelConfig) -> tuple[tuple[int, int], tuple[int, int]]:
+  """(heads, dim) of the cached k and v; MLA caches one latent and one RoPE key per token."""
+  if cfg.mla is not None:
+    return (1, cfg.mla.kv_lora_rank), (1, cfg.mla.qk_rope_head_dim)
+  return (cfg.num_kv_heads, cfg.head_dim), (cfg.num_kv_heads, cfg.head_dim)
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> KVCache:
   dtype = jnp.dtype(dtype or cfg.compute_dtype)
-  shape = lambda n: (n, batch, length, cfg.num_kv_heads, cfg.head_dim)
+  k_dims, v_dims = _cache_dims(cfg)
+  shape = lambda n, dims: (n, batch, length, *dims)
   sizes = _stack_sizes(cfg)
-  return KVCache(k={s: jnp.zeros(shape(n), dtype) for s, n in sizes.items()},
-                 v={s: jnp.zeros(shape(n), dtype) for s, n in sizes.items()},
+  return KVCache(k={s: jnp.zeros(shape(n, k_dims), dtype) for s, n in sizes.items()},
+                 v={s: jnp.zeros(shape(n, v_dims), dtype) for s, n in sizes.items()},
                  mask=jnp.zeros((batch, length), bool), index=jnp.zeros((), jnp.int32))
 
 
@@ -84,7 +92,8 @@ def _mlp_spec(d, f, mlp_axis="mlp"):
 
 def _block_spec(cfg: ModelConfig, kind: str):
   d = cfg.dim
-  spec = {"attn_norm": ((d,), ("act_embed",), "ones"), "attn": _attention_spec(cfg),
+  attn = _attention_spec(cfg) if cfg.mla is None else mla.spec(d, cfg.num_heads, cfg.mla)
+  spec = {"attn_norm": ((d,), ("act_embed",), "ones"), "attn": attn,
           "mlp_norm": ((d,), ("act_embed",), "ones")}
   if kind == "dense":
     spec["mlp"] = _mlp_spec(d, cfg.ffn_dim)
@@ -109,6 +118,14 @@ def _model_spec(cfg: ModelConfig):
                                _block_spec(cfg, stack), is_leaf=_is_spec_leaf)
   if not cfg.tie_embeddings:
     spec["lm_head"] = ((cfg.dim, cfg.vocab_size), ("embed", "vocab"), "normal")
+  if cfg.mtp_layers:  # DeepSeek-V3 multi-token prediction modules (r1jax.models.mtp)
+    d = cfg.dim
+    mtp = {"enorm": ((d,), ("act_embed",), "ones"), "hnorm": ((d,), ("act_embed",), "ones"),
+           "eh_proj": ((2 * d, d), (None, "embed"), "normal"), "norm": ((d,), ("act_embed",), "ones"),
+           "block": _block_spec(cfg, "dense" if cfg.moe is None else "moe")}
+    spec["mtp"] = jax.tree.map(
+        lambda leaf: ((cfg.mtp_layers, *leaf[0]), ("layers", *leaf[1]), leaf[2]), mtp,
+        is_leaf=_is_spec_leaf)
   return spec
 
 
@@ -136,23 +153,27 @@ def init(cfg: ModelConfig, rng: jax.Array, init_std: float = 0.02) -> Params:
 
 
 def _self_mask(cfg, tokens, segment_ids, token_mask, cache):
-  """[B, T, S] visibility among the block's own keys (or the cache's slots)."""
+  """Visibility among the block's own keys (or the cache's slots), as a factored layers.Mask,
+  and the cache's written slots."""
   b, t = tokens.shape
+  steps = jnp.arange(t, dtype=jnp.int32)[None]
   if cache is None:
-    visible = jnp.tril(jnp.ones((t, t), bool))[None]
-    if segment_ids is not None:
-      same = segment_ids[:, :, None] == segment_ids[:, None, :]
-      visible = visible & same & (segment_ids[:, None, :] != 0)
-    return jnp.broadcast_to(visible, (b, t, t)), None
-  slots = jnp.arange(cache.length)
-  written = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, cache.index))
-  upto = slots[None, :] <= cache.index + jnp.arange(t)[:, None]
-  return written[:, None, :] & upto[None], written
+    valid = jnp.ones((b, t), bool) if segment_ids is None else segment_ids != 0
+    mask, written = layers.Mask.make(valid, steps, steps, segment_ids, segment_ids,
+                                     plain_causal=segment_ids is None), None
+  else:
+    written = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, cache.index))
+    mask = layers.Mask.make(written, cache.index + steps, jnp.arange(cache.length)[None])
+  return mask, written
 
 
-def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index):
+def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index, replay=None):
   dtype = cfg.dtype
   h = layers.rms_norm(x, p["attn_norm"], cfg.norm_eps)
+  if cfg.mla is not None:
+    out, kv = mla.attention(p["attn"], h, positions, mask, kv, prefix, index, cfg.mla,
+                            cfg.rope_theta, dtype)
+    return _block_ffn(cfg, kind, p, x + out, replay, kv)
   q, k, v = layers.project_qkv(p["attn"], h, positions, cfg.num_kv_heads, cfg.rope_theta, dtype)
   if prefix is not None:
     prefix = (prefix[0].astype(dtype), prefix[1].astype(dtype), prefix[2])
@@ -162,7 +183,7 @@ def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index
     kv = (jax.lax.dynamic_update_slice(ck, k, (0, index, 0, 0)),
           jax.lax.dynamic_update_slice(cv, v, (0, index, 0, 0)))
     if k.shape[1] == 1:  # decode step: the cache as it was, plus this token
-      earlier = mask[:, 0] & (jnp.arange(ck.shape[1]) != index)
+      earlier = mask.dense()[:, 0] & (jnp.arange(ck.shape[1]) != index)
       out = layers.attend_step(q, k.astype(dtype), v.astype(dtype), ck.astype(dtype),
                                cv.astype(dtype), earlier, prefix)
     else:
@@ -170,14 +191,28 @@ def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index
   else:
     out = layers.attend(q, k, v, mask, prefix)
   x = x + layers.output_projection(p["attn"], out, dtype)
+  return _block_ffn(cfg, kind, p, x, replay, kv)
+
+
+def _block_ffn(cfg: ModelConfig, kind: str, p, x, replay, kv):
+  """The block's second half (after the attention residual): (x, kv, MoE aux or None)."""
   x = constrain(x, ("batch", "length", "act_embed"))
   h = layers.rms_norm(x, p["mlp_norm"], cfg.norm_eps)
   if kind == "dense":
-    y, aux = layers.swiglu(p["mlp"], h, dtype), None
+    y, aux = layers.swiglu(p["mlp"], h, cfg.dtype), None
   else:
-    y, aux = moe.moe_ffn(p["moe"], h, cfg.moe, dtype)
+    y, aux = moe.moe_ffn(p["moe"], h, cfg.moe, cfg.dtype, replay)
   x = constrain(x + y, ("batch", "length", "act_embed"))
   return x, kv, aux
+
+
+def _gathered(cfg: ModelConfig, stack: str, p):
+  """One layer's weights gathered along `embed` (FSDP): each device then multiplies its own
+  rows by whole weights, where weights split along the contraction would make XLA all-reduce
+  every activation across the mesh instead. Split only by the model-parallel axes remains."""
+  axes = param_axes(cfg)[stack]
+  return jax.tree.map(lambda w, ax: constrain(w, tuple(None if a == "embed" else a for a in ax[1:])),
+                      p, axes)
 
 
 def _remat(cfg: ModelConfig, fn):
@@ -202,7 +237,7 @@ def unstack_layers(tree):
   return {name: split(value) if name in STACKS else value for name, value in tree.items()}
 
 
-def _unrolled(layer, x, stack_params, caches, prefixes):
+def _unrolled(layer, x, stack_params, caches, prefixes, replay=None):
   """Runs a stack given as per-layer tuples (see :func:`unstack_layers`), aux stacked like scan's."""
   num = len(stack_params)
   ck, cv = (caches[0] or (None,) * num), (caches[1] or (None,) * num)
@@ -210,7 +245,7 @@ def _unrolled(layer, x, stack_params, caches, prefixes):
   new_k, new_v, auxes = [], [], []
   for i in range(num):
     kv = None if ck[i] is None else (ck[i], cv[i])
-    x, kv, aux = layer(x, stack_params[i], kv, pk[i], pv[i])
+    x, kv, aux = layer(x, stack_params[i], kv, pk[i], pv[i], None if replay is None else replay[i])
     if kv is not None:
       new_k.append(kv[0])
       new_v.append(kv[1])
@@ -220,8 +255,15 @@ def _unrolled(layer, x, stack_params, caches, prefixes):
 
 
 def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_ids=None,
-          token_mask=None, cache: KVCache | None = None, prefix: KVCache | None = None):
-  """Final normalised hidden states [B, T, D], the updated cache, and MoE aux outputs."""
+          token_mask=None, cache: KVCache | None = None, prefix: KVCache | None = None,
+          expert_ids=None):
+  """Final normalised hidden states [B, T, D], the updated cache, and MoE aux outputs.
+
+  expert_ids: optional [num_moe_layers, B, T, top_k] routing replay (as recorded by the sampler,
+  aux["expert_ids"]): the MoE layers use these experts instead of routing afresh.
+  aux: aux_loss, expert_load (of the last MoE layer), expert_ids [num_moe_layers, B, T, top_k]
+  (None without MoE) and replay_mismatch (share of decisions that routing would have changed).
+  """
   b, t = tokens.shape
   if token_mask is None:
     token_mask = jnp.ones((b, t), bool)
@@ -231,44 +273,68 @@ def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_i
   mask, written = _self_mask(cfg, tokens, segment_ids, token_mask, cache)
   x = constrain(params["embed"].astype(cfg.dtype)[tokens], ("batch", "length", "act_embed"))
   aux_loss = jnp.zeros((), jnp.float32)
-  expert_load = None
+  expert_load = routes = None
+  mismatch = jnp.zeros((), jnp.float32)
   new_k, new_v = {}, {}
   for stack in _stack_sizes(cfg):
-    def layer(x, p, kv, pk, pv, stack=stack):
+    def layer(x, p, kv, pk, pv, replay, stack=stack):
+      p = _gathered(cfg, stack, p)
       pre = None if pk is None else (pk, pv, prefix.mask)
-      return _block(cfg, stack, p, x, positions, mask, kv, pre, None if cache is None else cache.index)
+      return _block(cfg, stack, p, x, positions, mask, kv, pre,
+                    None if cache is None else cache.index, replay)
     def body(carry, layer_in, layer=layer):
       x, ck_all, cv_all, i = carry
-      p, pk, pv = layer_in
+      p, pk, pv, replay = layer_in
       kv = None
       if ck_all is not None:
         kv = (ck_all[i], cv_all[i])
-      x, kv, aux = layer(x, p, kv, pk, pv)
+      x, kv, aux = layer(x, p, kv, pk, pv, replay)
       if kv is not None:
         ck_all = jax.lax.dynamic_update_index_in_dim(ck_all, kv[0], i, 0)
         cv_all = jax.lax.dynamic_update_index_in_dim(cv_all, kv[1], i, 0)
       return (x, ck_all, cv_all, i + 1), aux
     caches = (None, None) if cache is None else (cache.k[stack], cache.v[stack])
     pre = (None, None) if prefix is None else (prefix.k[stack], prefix.v[stack])
+    replay = expert_ids if stack == "moe" else None
     if isinstance(params[stack], tuple):
-      x, ck, cv, aux = _unrolled(_remat(cfg, layer), x, params[stack], caches, pre)
+      x, ck, cv, aux = _unrolled(_remat(cfg, layer), x, params[stack], caches, pre, replay)
     else:
       (x, ck, cv, _), aux = jax.lax.scan(_remat(cfg, body), (x, *caches, jnp.int32(0)),
-                                         (params[stack], *pre))
+                                         (params[stack], *pre, replay))
     new_k[stack], new_v[stack] = ck, cv
     if aux is not None:
       aux_loss = aux_loss + jnp.sum(aux["aux_loss"])
       expert_load = aux["expert_load"]
+      routes, mismatch = aux["expert_ids"], jnp.mean(aux["replay_mismatch"])
   h = layers.rms_norm(x, params["final_norm"], cfg.norm_eps)
   new_cache = None
   if cache is not None:
     new_cache = KVCache(k=new_k, v=new_v, mask=written, index=cache.index + t)
-  return h, new_cache, {"aux_loss": aux_loss, "expert_load": expert_load}
+  return h, new_cache, {"aux_loss": aux_loss, "expert_load": expert_load, "expert_ids": routes,
+                        "replay_mismatch": mismatch}
+
+
+def compute_weights(cfg: ModelConfig, params: Params) -> Params:
+  """The weight matrices cast to the compute dtype, norm gains and biases left as they are.
+
+  The model casts every weight at its use, so a forward over this copy equals one over `params`
+  exactly; it is what mixed precision keeps beside float32 master weights (a bfloat16
+  reference, the sampler's decode weights) and what the train step gathers, at half the bytes.
+  """
+  def cast(path, x):
+    name = str(getattr(path[-1], "key", path[-1]))
+    return x if name.endswith(("norm", "bias")) else x.astype(cfg.dtype)
+  return jax.tree_util.tree_map_with_path(cast, params)
+
+
+def head_weight(cfg: ModelConfig, params: Params):
+  """The [D, V] vocabulary projection (the embedding's transpose when tied)."""
+  return params["embed"].T if cfg.tie_embeddings else params["lm_head"]
 
 
 def head(cfg: ModelConfig, params: Params, h):
   """Vocabulary logits in float32 from hidden states."""
-  w = params["embed"].T if cfg.tie_embeddings else params["lm_head"]
+  w = head_weight(cfg, params)
   out = jnp.einsum("btd,dv->btv", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
   return constrain(out, ("batch", "length", "act_vocab"))
 
@@ -297,6 +363,6 @@ def prefill(cfg: ModelConfig, params: Params, prompt_tokens, prompt_mask, cache_
   """
   b, p = prompt_tokens.shape
   cache = init_cache(cfg, b, p, cache_dtype)
-  out, cache, _ = forward(cfg, params, prompt_tokens, positions=prompt_positions(prompt_mask),
-                          token_mask=prompt_mask.astype(bool), cache=cache)
-  return out[:, -1], cache
+  h, cache, _ = trunk(cfg, params, prompt_tokens, positions=prompt_positions(prompt_mask),
+                      token_mask=prompt_mask.astype(bool), cache=cache)
+  return head(cfg, params, h[:, -1:])[:, 0], cache   # only the last position's logits

@@ -27,6 +27,7 @@ from r1jax.rl.batch import LearnerBatch
 from r1jax.rl.optim import make_optimizer
 from r1jax.rl.step import TrainState, make_train_step, state_shardings
 from r1jax.rollout import sampler
+from r1jax.rollout.chunks import prompts_per_call
 
 # The sampler is compiled with these layer counts when the model has more than the larger one.
 ROLLOUT_PROBE_LAYERS = (2, 4)
@@ -107,7 +108,8 @@ def compile_train_step(exp: Experiment, mesh: Mesh, devices_per_node: int) -> Co
 
 def compile_rollout(exp: Experiment, mesh: Mesh, devices_per_node: int,
                     layers: int | None = None) -> CompiledFigures:
-  """One sampler call on `rollout.prompts_per_chunk` prompts; the decode loop's body counts
+  """One sampler call on `rollout.prompts_per_chunk` prompts (rounded as `sample_chunks` rounds
+  them on this mesh); the decode loop's body counts
   `max_new_tokens` times (every row running to the budget: the worst case)."""
   rules = exp.mesh.rules
   model_cfg = dataclasses.replace(exp.model, num_layers=layers or exp.model.num_layers)
@@ -117,7 +119,8 @@ def compile_rollout(exp: Experiment, mesh: Mesh, devices_per_node: int,
     model_cfg = dataclasses.replace(model_cfg, moe=moe)
   abstract = jax.eval_shape(lambda k: models.init(model_cfg, k), jax.random.key(0))
   params = _abstract(abstract, tree_shardings(models.param_axes(model_cfg), abstract, mesh, rules))
-  shape = (exp.rollout.prompts_per_chunk, exp.data.max_prompt_len)
+  shape = (prompts_per_call(model_cfg, exp.rollout.prompts_per_chunk, mesh, rules),
+           exp.data.max_prompt_len)
   prompts = _batch_struct(shape, jnp.int32, mesh, rules)
   mask = _batch_struct(shape, jnp.bool_, mesh, rules)
   replicated = NamedSharding(mesh, PartitionSpec())

@@ -9,6 +9,7 @@ import math
 
 from r1jax.mesh import MeshConfig, make_mesh
 from r1jax.plan import compiled, memory
+from r1jax.rollout.chunks import prompts_per_call
 
 GB = 1e9
 
@@ -41,7 +42,7 @@ def plan_one(exp, mesh_cfg, accel) -> dict:
   state = memory.state_bytes(model, mesh, rules)
   act = memory.train_activations(model, mesh, rules, prompts=bp, rows=bp * g, prompt_len=p,
                                       completion_len=t, micro_batches=exp.rl.micro_batches)
-  chunk = exp.rollout.prompts_per_chunk
+  chunk = prompts_per_call(model, exp.rollout.prompts_per_chunk, mesh, rules)
   kv = memory.rollout_bytes(model, mesh, rules, prompts=chunk, samples=g, prompt_len=p,
                                   new_tokens=t, cache_dtype=exp.rollout.cache_dtype)
   devices = mesh.size
@@ -55,7 +56,7 @@ def plan_one(exp, mesh_cfg, accel) -> dict:
   train_s = train_compute + comm(train)
   # Decoding is bound by reading weights and caches once per step; the whole cache is read
   # every step (the sampler attends over every slot, masked).
-  decode_read = t * (state.params + kv["prompt"] + kv["generated"])
+  decode_read = t * (kv["decode_weights"] + kv["prompt"] + kv["generated"])
   rollout_compute = rollout.hlo_flops / (peak * accel.mfu)
   rollout_memory = decode_read / (accel.hbm_bytes_per_s * accel.bandwidth_efficiency)
   chunk_s = max(rollout_compute, rollout_memory) + comm(rollout)
@@ -65,14 +66,17 @@ def plan_one(exp, mesh_cfg, accel) -> dict:
   rl_step_s = chunks * chunk_s + updates * train_s + ref_s
 
   # Memory: the train state and the reference params stay resident through both phases.
-  ref_params = state.params
+  ref_params = state.reference
   train_peak = train.peak_bytes + ref_params
   rollout_peak = (train.inputs["params"] + train.inputs["optimizer"] + ref_params
                   + rollout.argument_bytes - rollout.inputs["params"] + rollout.temp_bytes
                   + rollout.output_bytes)
   budget = accel.hbm_bytes * accel.usable_fraction
-  analytic_flops = memory.train_flops(model, prompt_tokens=bp * p, completion_tokens=bp * g * t,
-                                           rows=bp * g, prompt_len=p) / devices
+  # Each device prefills the prompts it holds: where they do not split over every device, a
+  # prompt's prefill is repeated on each device that holds it.
+  prefilled = memory.local_rows(bp, mesh, rules) * devices * p
+  analytic_flops = memory.train_flops(model, prompt_tokens=prefilled, completion_tokens=bp * g * t,
+                                      rows=bp * g, prompt_len=p) / devices
   decode_analytic = memory.decode_flops(model, rows=chunk * g, prompt_len=p, new_tokens=t) / devices
   result = {
       "mesh": {"ici": list(mesh_cfg.ici), "dcn": list(mesh_cfg.dcn), "devices": devices,
@@ -115,14 +119,13 @@ def advice(plan: dict, exp, accel) -> list[str]:
                f"over more devices (put nodes on the fsdp axis, e.g. --mesh=ici:1,8,1,1,dcn:"
                f"{max(mesh['devices'] // 64, 1)},8,1,1), or keep params and Adam moments in bfloat16 "
                "(--config.model.param_dtype=bfloat16)")
-  if terms["attention_scores"] > 0.2 * budget:
-    out.append(f"one layer's attention scores over [{plan['batch']['completion_len']} x "
-               f"{plan['batch']['completion_len'] + plan['batch']['prompt_len']}] take "
-               f"{terms['attention_scores'] / GB:.1f} GB: the model materialises them; a blockwise "
-               "(flash) attention kernel is needed at this length, or shorten rollout.max_new_tokens; "
-               "tensor parallelism (ici:1,1,1,8) splits heads, micro-batches split rows")
+  if terms["attention"] > 0.2 * budget:
+    out.append(f"one layer's blockwise attention over [{plan['batch']['completion_len']} x "
+               f"{plan['batch']['completion_len'] + plan['batch']['prompt_len']}] takes "
+               f"{terms['attention'] / GB:.1f} GB (its float32 output and gradients): tensor "
+               "parallelism (ici:1,1,1,8) splits heads, micro-batches split rows")
   if terms["logits"] > 0.2 * budget:
-    out.append(f"the [rows, T, vocab] float32 logits take {terms['logits'] / GB:.1f} GB: shard the "
+    out.append(f"one chunk of float32 logits takes {terms['logits'] / GB:.1f} GB: shard the "
                "vocabulary (a tensor axis) or raise rl.micro_batches")
   rows = plan["batch"]["rows_per_device"]
   if rows > exp.rl.micro_batches and tr["peak_bytes"] > budget:
@@ -134,10 +137,6 @@ def advice(plan: dict, exp, accel) -> list[str]:
     out.append(f"offloading the Adam moments to host memory would free {a['optimizer'] / GB:.1f} GB "
                "per device (not implemented in r1jax)")
   kv = ro["analytic"]["sampler_buffers"]["generated"]
-  gathered = ro["analytic"]["sampler_buffers"]["gathered_weights"]
-  if ro["peak_bytes"] > budget and gathered > 0.2 * budget:
-    out.append(f"the sampler holds the weights gathered whole along fsdp ({gathered / GB:.1f} GB "
-               "per device): decode with tensor-parallel weights (ici:1,1,1,8) or bfloat16 params")
   if ro["peak_bytes"] > budget and kv > 0.2 * budget:
     out.append(f"the rollout's KV cache is {kv / GB:.1f} GB per device: lower "
                "rollout.prompts_per_chunk, or rollout.cache_dtype=bfloat16")

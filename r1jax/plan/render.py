@@ -52,8 +52,8 @@ def report(plan: dict, exp, accel) -> str:
       f"batch and length; prompt cache {_gb(kv['prompt']).strip()}",
       f"  sampler temp + out    {_gb(rx['temp_bytes'] + rx['output_bytes'])} {_gb(sum(kv.values()))}   "
       f"{_ratio(rx['temp_bytes'] + rx['output_bytes'], sum(kv.values()))}   (analytic: KV caches, "
-      f"tokens+logprobs {_gb(kv['outputs']).strip()}, weights gathered for decoding "
-      f"{_gb(kv['gathered_weights']).strip()}, prefill logits {_gb(kv['prefill_logits']).strip()})",
+      f"tokens+logprobs {_gb(kv['outputs']).strip()}, tensor-parallel decode weights "
+      f"{_gb(kv['decode_weights']).strip()}, prefill logits {_gb(kv['prefill_logits']).strip()})",
       f"  peak, train phase     {_gb(tr['peak_bytes'])}   (arguments + temp + reference params)",
       f"  peak, rollout phase   {_gb(ro['peak_bytes'])}   (train state + reference + sampler)",
       "",

@@ -5,14 +5,74 @@ and gradients flow back through it into the prompt's computation. The first comp
 scored by the prompt's last-position logits, token j > 0 by the completion's position j - 1. The
 convention shared with the sampler: log-probs are of log_softmax(logits / temperature), the
 tempered but untruncated distribution (temperature 1 is the raw policy).
+
+The [N, T, vocab] logits are never held whole: the vocabulary projection, log-softmax, pick and
+entropy run over CHUNK positions at a time under `jax.checkpoint`, so the backward pass
+recomputes one chunk's logits instead of keeping every chunk's.
 """
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
-from r1jax.models import ModelConfig, forward, prefill
+from r1jax.mesh import current_mesh, row_axes
+from r1jax.models import ModelConfig, prefill
+from r1jax.models.transformer import head_weight, trunk
+
+# Positions per chunk of the vocabulary projection: [rows, 256, vocab] float32 at a time.
+CHUNK = 256
+
+
+def _stats(logits, tokens, temperature):
+  """(log-prob of `tokens`, entropy) under log_softmax(logits / temperature), float32."""
+  logz = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, axis=-1)
+  logp = jnp.take_along_axis(logz, tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return logp, -jnp.sum(jnp.exp(logz) * logz, axis=-1)
+
+
+def chunked_token_stats(model_cfg: ModelConfig, params, h, tokens, temperature: float,
+                        chunk: int | None = None):
+  """(log-probs, entropies) [N, T] of `tokens` [N, T] from hidden states h [N, T, D], the logits
+  of `chunk` positions at a time (each chunk recomputed in the backward pass).
+
+  On a mesh each device scores its own rows (`shard_map` over the batch axes) against the whole
+  projection, so the projection's gradient is summed over devices once, not once per chunk."""
+  w = head_weight(model_cfg, params).astype(h.dtype)
+  local = functools.partial(_chunked_stats, chunk=chunk or CHUNK, temperature=temperature)
+  mesh = current_mesh()
+  if mesh is None or mesh.size == 1:
+    return local(h, tokens, w)
+  axes = row_axes(tokens.shape[0])
+  rows = PartitionSpec(axes or None)
+  local = functools.partial(local, vary=axes)
+  return jax.shard_map(local, mesh=mesh, in_specs=(rows, rows, PartitionSpec()),
+                       out_specs=(rows, rows))(h, tokens, w)
+
+
+def _chunked_stats(h, tokens, w, *, chunk: int, temperature: float, vary=()):
+  if vary:  # Marked per-device before the loop: its gradient is summed once, after it.
+    w = jax.lax.pcast(w, vary, to="varying")
+  n, t = tokens.shape
+  chunk = min(chunk, t)
+  k = -(-t // chunk)
+  pad = k * chunk - t
+  h = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
+  tokens = jnp.pad(tokens, ((0, 0), (0, pad)))
+  split = lambda x: jnp.moveaxis(x.reshape(n, k, chunk, *x.shape[2:]), 1, 0)
+
+  @jax.checkpoint
+  def one(_, xs):
+    hc, tc = xs
+    logits = jnp.einsum("btd,dv->btv", hc, w, preferred_element_type=jnp.float32)
+    return None, _stats(logits, tc, temperature)
+
+  _, (logp, entropy) = jax.lax.scan(one, None, (split(h), split(tokens)))
+  join = lambda x: jnp.moveaxis(x, 0, 1).reshape(n, k * chunk)[:, :t]
+  return join(logp), join(entropy)
 
 
 def completion_stats(model_cfg: ModelConfig, params, prompt_tokens, prompt_mask, completion_tokens,
@@ -30,20 +90,18 @@ def completion_stats(model_cfg: ModelConfig, params, prompt_tokens, prompt_mask,
   group = n // bp
   prompt_mask = prompt_mask.astype(bool)
   last, prefix = prefill(model_cfg, params, prompt_tokens, prompt_mask)
-  first = jnp.repeat(last, group, axis=0)[:, None]                          # [N, 1, V]
   start = jnp.repeat(jnp.sum(prompt_mask, axis=1, dtype=jnp.int32), group)  # [N]
+  logp, entropy = _stats(jnp.repeat(last, group, axis=0), completion_tokens[:, 0], temperature)
+  logp, entropy = logp[:, None], entropy[:, None]
   t = completion_tokens.shape[1]
   if t > 1:
     positions = start[:, None] + jnp.arange(t - 1, dtype=jnp.int32)[None]
-    rest, _, aux = forward(model_cfg, params, completion_tokens[:, :-1], positions=positions,
-                           prefix=prefix)
-    all_logits = jnp.concatenate([first, rest], axis=1)
+    h, _, aux = trunk(model_cfg, params, completion_tokens[:, :-1], positions=positions,
+                      prefix=prefix)
+    rest = chunked_token_stats(model_cfg, params, h, completion_tokens[:, 1:], temperature)
+    logp, entropy = (jnp.concatenate([a, b], axis=1) for a, b in zip((logp, entropy), rest))
   else:
-    all_logits = first
     aux = {"aux_loss": jnp.zeros((), jnp.float32), "expert_load": None}
-  logz = jax.nn.log_softmax(all_logits.astype(jnp.float32) / temperature, axis=-1)
-  logp = jnp.take_along_axis(logz, completion_tokens[..., None].astype(jnp.int32), axis=-1)[..., 0]
-  entropy = -jnp.sum(jnp.exp(logz) * logz, axis=-1)
   return logp, entropy, aux
 
 

@@ -1,10 +1,14 @@
-"""When the reference policy pi_ref is replaced: by a copy of the policy every K optimizer steps
-(R1: K = 400)."""
+"""The reference policy pi_ref: made from the policy, replaced by a copy of it every K optimizer
+steps (R1: K = 400), its weight matrices kept in the compute dtype (bfloat16 at scale: half the
+memory of the float32 master weights, and the same forward, since the model casts at use)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from r1jax.models import ModelConfig
+from r1jax.models.transformer import compute_weights
 
 
 def should_reset_reference(step: int, every: int) -> bool:
@@ -17,6 +21,15 @@ def copy_params(params):
   return jax.tree.map(jnp.copy, params)
 
 
+def make_reference(model_cfg: ModelConfig, params):
+  """pi_ref from the policy's params: a copy with the weight matrices in the compute dtype."""
+  return copy_params(compute_weights(model_cfg, params))
+
+
 def maybe_reset_reference(step: int, every: int, params, ref_params):
-  """The reference params after `step` steps: a copy of the policy when due, else unchanged."""
-  return copy_params(params) if should_reset_reference(step, every) else ref_params
+  """The reference params after `step` steps: a copy of the policy in the reference's dtypes
+  when due, else unchanged."""
+  if not should_reset_reference(step, every):
+    return ref_params
+  return jax.tree.map(lambda p, r: p.astype(r.dtype) if p.dtype != r.dtype else jnp.copy(p),
+                      params, ref_params)

@@ -15,6 +15,12 @@ groups (each chunk's loss numerator divided by the denominator of the whole mini
 result is the exact minibatch mean), clips and applies AdamW, moves the MoE router bias by the
 balance rule, and returns scalar metrics. It uses no randomness. Its log-probs are of
 log_softmax(logits / temperature) at the temperature the batch was sampled at.
+
+Mixed precision: the state's params are the master weights in `param_dtype` (float32 at scale,
+so a 3e-6 step is not rounded away), split with their Adam moments over every device (the
+`embed` rule spans fsdp and data); the forward runs on their compute-dtype copy
+(`models.transformer.compute_weights`, cast where each shard lies, before any gather) and the
+gradient flows back to the master weights in float32.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from r1jax import models
 from r1jax.config import ConfigError
-from r1jax.mesh import DEFAULT_RULES, logical_sharding, tree_shardings, use_mesh
+from r1jax.mesh import DEFAULT_RULES, constrain, logical_sharding, tree_shardings, use_mesh
 from r1jax.models.moe import balance_bias_update
+from r1jax.models.transformer import compute_weights
 from r1jax.rl.batch import PROMPT_FIELDS, LearnerBatch
 from r1jax.rl.config import GRPOConfig, OptimConfig
 from r1jax.rl.logprobs import completion_stats
@@ -162,11 +169,13 @@ class Accumulated:
 
 
 def minibatch_gradients(grpo_cfg: GRPOConfig, stats_fn, params, batch: LearnerBatch, *,
-                        aux_coef: float = 0.0) -> Accumulated:
+                        aux_coef: float = 0.0, axes=None) -> Accumulated:
   """The gradient of the minibatch loss, accumulated over `micro_batches` chunks of whole groups:
   each chunk's loss numerator is divided by the denominator of the whole minibatch (fixed before
   any chunk is scored), so the sum is the exact minibatch mean. `stats_fn(params, chunk)` scores
-  one chunk: (log-probs, entropies, the MoE aux {"aux_loss", "expert_load" or None})."""
+  one chunk: (log-probs, entropies, the MoE aux {"aux_loss", "expert_load" or None}). `axes`, the
+  params' logical axes, keeps the float32 accumulator sharded as the params are (each
+  micro-batch's gradient is reduce-scattered into it, never held whole)."""
   _check_batch(grpo_cfg, batch)
   k = grpo_cfg.micro_batches
   mask = loss_mask(grpo_cfg, batch.completion_mask, batch.truncated)
@@ -186,6 +195,8 @@ def minibatch_gradients(grpo_cfg: GRPOConfig, stats_fn, params, batch: LearnerBa
     grads, sums = carry
     (_, parts), g = jax.value_and_grad(micro_loss, has_aux=True)(params, mb)
     grads = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), grads, g)
+    if axes is not None:
+      grads = jax.tree.map(constrain, grads, axes)
     return (grads, jax.tree.map(jnp.add, sums, parts)), None
 
   zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
@@ -202,10 +213,13 @@ def _update(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, tx, lr_schedule
   k = grpo_cfg.micro_batches
 
   def stats(params, mb: LearnerBatch):
-    return completion_stats(model_cfg, params, mb.prompt_tokens, mb.prompt_mask,
-                            mb.completion_tokens, temperature=temperature)
+    # Mixed precision: the float32 master weights are cast (where they lie, before any gather)
+    # to the compute dtype; the gradient flows back to the master weights in float32.
+    return completion_stats(model_cfg, compute_weights(model_cfg, params), mb.prompt_tokens,
+                            mb.prompt_mask, mb.completion_tokens, temperature=temperature)
 
-  acc = minibatch_gradients(grpo_cfg, stats, state.params, batch, aux_coef=aux_coef)
+  acc = minibatch_gradients(grpo_cfg, stats, state.params, batch, aux_coef=aux_coef,
+                            axes=models.param_axes(model_cfg))
   updates, opt_state = tx.update(acc.grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   if moe_cfg is not None and moe_cfg.balance == "aux_free":

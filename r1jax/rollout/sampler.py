@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from r1jax.config import check_range
-from r1jax.mesh import current_mesh
-from r1jax.models import ModelConfig, forward, init_cache, prefill
-from r1jax.models.transformer import unstack_layers
+from r1jax.mesh import constrain, current_mesh, current_rules, decode_rules, use_mesh
+from r1jax.models import ModelConfig, cache_axes, forward, init_cache, param_axes, prefill
+from r1jax.models.transformer import compute_weights, unstack_layers
 from r1jax.rollout import categorical, filtering
 from r1jax.rollout.config import SamplingConfig
 
@@ -38,12 +38,16 @@ class Rollout:
 
   tokens [Bp*G, T] int32 (pad_id after the end), logprobs [Bp*G, T] float32 (0 after the end),
   lengths [Bp*G] int32 (completion tokens, including the EOS), finished_eos [Bp*G] bool
-  (True: stopped at an EOS id; False: stopped at max_new_tokens).
+  (True: stopped at an EOS id; False: stopped at max_new_tokens). With the model's
+  `moe.routing_replay`, expert_ids [num_moe_layers, Bp*G, T, top_k] int32: the experts each
+  completion token was routed to when it was fed back in (the last token, never fed, has zeros);
+  pass ``expert_ids[:, :, :-1]`` as the learner forward's ``expert_ids``. Otherwise None.
   """
   tokens: jax.Array
   logprobs: jax.Array
   lengths: jax.Array
   finished_eos: jax.Array
+  expert_ids: jax.Array | None = None
 
   def finish_reasons(self) -> list[str]:
     """'eos' or 'length' per row (reads the flags back to the host)."""
@@ -74,8 +78,38 @@ def _next_token(config: SamplingConfig, logits, row_keys, step):
 
 def _rollout(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, mesh, params,
              prompt_tokens, prompt_mask, rng, row_offset) -> Rollout:
-  del mesh  # Only a cache key: the mesh context is read while tracing (model `constrain` calls).
+  """Traced under the decode layout (`layout_rules`): the weights are cast to the compute
+  dtype and laid out tensor-parallel once per call, prompts and rows spread over the
+  remaining batch axes, each row's cache with its prompt's, so no decode step moves weights or
+  caches between devices."""
+  if mesh is None or mesh.size == 1:
+    return _decode(model_cfg, config, num_samples, params, prompt_tokens, prompt_mask, rng,
+                   row_offset)
+  with use_mesh(mesh, layout_rules(model_cfg, mesh, current_rules())):
+    return _decode(model_cfg, config, num_samples, params, prompt_tokens, prompt_mask, rng,
+                   row_offset)
+
+
+def layout_rules(model_cfg: ModelConfig, mesh, rules):
+  """The sampler's rules on `mesh`: the decode layout (`r1jax.mesh.decode_rules`) when the
+  attention heads split evenly over fsdp, else the given (training) rules, under which each
+  device decodes its own rows with gathered weights instead of repeating the attention."""
+  fsdp = mesh.shape["fsdp"]
+  if model_cfg.num_heads % fsdp or model_cfg.num_kv_heads % fsdp:
+    return rules
+  return decode_rules(rules)
+
+
+def _layout(tree, axes):
+  return jax.tree.map(constrain, tree, axes)
+
+
+def _decode(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, params,
+            prompt_tokens, prompt_mask, rng, row_offset) -> Rollout:
   g, budget = num_samples, config.max_new_tokens
+  params = _layout(compute_weights(model_cfg, params), param_axes(model_cfg))
+  prompt_tokens = constrain(prompt_tokens, ("batch", "length"))
+  prompt_mask = constrain(prompt_mask, ("batch", "length"))
   rows = prompt_tokens.shape[0] * g
   prompt_mask = prompt_mask.astype(bool)
   if config.share_prefix:
@@ -85,6 +119,7 @@ def _rollout(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, m
   else:  # The baseline: every sample prefills its own copy of the prompt.
     last_logits, prompt_cache = prefill(model_cfg, params, jnp.repeat(prompt_tokens, g, axis=0),
                                         jnp.repeat(prompt_mask, g, axis=0), config.cache_dtype)
+  prompt_cache = _layout(prompt_cache, cache_axes(model_cfg))
   start = jnp.repeat(jnp.sum(prompt_mask, axis=1, dtype=jnp.int32), g)   # first new position
   row_keys = jax.vmap(jax.random.fold_in, (None, 0))(
       rng, row_offset + jnp.arange(rows, dtype=jnp.int32))
@@ -92,7 +127,7 @@ def _rollout(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, m
 
   def emit(state, token, logprob):
     """Writes step t's token where the row is still running and updates its end."""
-    t, _, tokens, logprobs, lengths, done, cache = state
+    t, _, tokens, logprobs, lengths, done, cache = state[:7]
     live = ~done
     tokens = jax.lax.dynamic_update_slice(
         tokens, jnp.where(live, token, config.pad_id)[:, None], (0, t))
@@ -100,7 +135,7 @@ def _rollout(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, m
         logprobs, jnp.where(live, logprob, 0.0)[:, None], (0, t))
     lengths = jnp.where(live, t + 1, lengths)
     done = done | (live & jnp.isin(token, eos))
-    return t + 1, token, tokens, logprobs, lengths, done, cache
+    return (t + 1, token, tokens, logprobs, lengths, done, cache) + state[7:]
 
   def keep_going(state):
     t, done = state[0], state[5]
@@ -108,21 +143,30 @@ def _rollout(model_cfg: ModelConfig, config: SamplingConfig, num_samples: int, m
 
   def step(state):
     t, token, cache = state[0], state[1], state[6]
-    logits, cache, _ = forward(model_cfg, layer_params, token[:, None],
-                               positions=(start + t - 1)[:, None], cache=cache, prefix=prompt_cache)
-    state = state[:6] + (cache,)
+    logits, cache, aux = forward(model_cfg, layer_params, token[:, None],
+                                 positions=(start + t - 1)[:, None], cache=cache, prefix=prompt_cache)
+    routes = state[7:]
+    if replay:  # the routes of the token fed in at this step (completion token t - 1)
+      routes = (jax.lax.dynamic_update_slice(routes[0], aux["expert_ids"], (0, 0, t - 1, 0)),)
+    state = state[:6] + (cache,) + routes
     return emit(state, *_next_token(config, logits[:, 0], row_keys, t))
 
   # Per-layer arrays inside the loop: no step slices weights or caches out of stacked arrays.
   layer_params, prompt_cache = unstack_layers(params), unstack_layers(prompt_cache)
-  state = (jnp.int32(0), jnp.zeros((rows,), jnp.int32),
-           jnp.full((rows, budget), config.pad_id, jnp.int32),
-           jnp.zeros((rows, budget), jnp.float32), jnp.zeros((rows,), jnp.int32),
-           jnp.zeros((rows,), bool),
-           unstack_layers(init_cache(model_cfg, rows, budget, config.cache_dtype)))
+  by_row = lambda x: constrain(x, ("batch",) + (None,) * (x.ndim - 1))
+  state = (jnp.int32(0), by_row(jnp.zeros((rows,), jnp.int32)),
+           by_row(jnp.full((rows, budget), config.pad_id, jnp.int32)),
+           by_row(jnp.zeros((rows, budget), jnp.float32)), by_row(jnp.zeros((rows,), jnp.int32)),
+           by_row(jnp.zeros((rows,), bool)),
+           unstack_layers(_layout(init_cache(model_cfg, rows, budget, config.cache_dtype),
+                                  cache_axes(model_cfg))))
+  replay = model_cfg.moe is not None and model_cfg.moe.routing_replay and model_cfg.num_moe_layers
+  if replay:
+    state += (jnp.zeros((model_cfg.num_moe_layers, rows, budget, model_cfg.moe.top_k), jnp.int32),)
   state = emit(state, *_next_token(config, last_logits, row_keys, 0))
-  _, _, tokens, logprobs, lengths, done, _ = jax.lax.while_loop(keep_going, step, state)
-  return Rollout(tokens=tokens, logprobs=logprobs, lengths=lengths, finished_eos=done)
+  _, _, tokens, logprobs, lengths, done, _, *routes = jax.lax.while_loop(keep_going, step, state)
+  return Rollout(tokens=tokens, logprobs=logprobs, lengths=lengths, finished_eos=done,
+                 expert_ids=routes[0] if replay else None)
 
 
 # Region-based copy insertion lets XLA:CPU update the loop-carried KV caches in place; the default

@@ -102,7 +102,9 @@ def test_sharded_step_matches_single_device(single):
   mesh = _mesh(SHARDED)
   state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
   expected = tree_shardings(models.param_axes(CFG), state.params, mesh)
-  assert state.params["embed"].sharding.spec == expected["embed"].spec == PartitionSpec("tensor", "fsdp")
+  # Weights and their Adam moments split over every device, the data axis included.
+  assert state.params["embed"].sharding.spec == expected["embed"].spec == PartitionSpec(
+      "tensor", ("fsdp", "data"))
   mu = state.opt_state[1].inner_states["train"].inner_state[0].mu
   assert mu["dense"]["mlp"]["up"].sharding == state.params["dense"]["mlp"]["up"].sharding
   state, metrics = make_train_step(CFG, GRPO, OPTIM, mesh)(state, _batch())
@@ -191,3 +193,55 @@ def test_batch_that_is_not_whole_groups_is_rejected(single):
   wrong_g = make_train_step(CFG, dataclasses.replace(GRPO, num_generations=8), OPTIM, mesh)
   with pytest.raises(ConfigError, match="num_generations.*16 outputs for 4 prompts"):
     wrong_g(state, _batch())
+
+
+def test_every_device_holds_a_distinct_shard_of_the_weights_and_moments():
+  mesh = _mesh(SHARDED)
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  mu = state.opt_state[1].inner_states["train"].inner_state[0].mu
+  for leaf in (state.params["embed"], state.params["dense"]["mlp"]["up"], mu["dense"]["mlp"]["up"]):
+    shard = leaf.sharding.shard_shape(leaf.shape)
+    assert np.prod(shard) * mesh.size == np.prod(leaf.shape), (leaf.shape, shard)
+    assert leaf.dtype == jnp.float32
+
+
+def test_small_bf16_update_changes_the_float32_master_weights():
+  """lr 3e-6 (the paper's) with bfloat16 compute: every weight matrix moves in its float32
+  master copy, by steps a bfloat16 weight could not hold (they round away)."""
+  cfg = dataclasses.replace(CFG, compute_dtype="bfloat16")
+  optim = OptimConfig(lr=3e-6, weight_decay=0.0)
+  mesh = _mesh(SINGLE)
+  state = init_train_state(cfg, optim, jax.random.key(0), mesh)
+  params0 = jax.tree.map(np.asarray, state.params)
+  state, metrics = make_train_step(cfg, GRPO, optim, mesh)(state, _batch())
+  assert np.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
+  rounded_away = []
+  for (path, new), old in zip(jax.tree_util.tree_leaves_with_path(state.params),
+                              jax.tree.leaves(params0)):
+    new = np.asarray(new)
+    assert new.dtype == np.float32
+    # (embedding rows of tokens absent from the batch get no gradient)
+    need = 0.2 if jax.tree_util.keystr(path) == "['embed']" else 0.5
+    assert (new != old).mean() > need, jax.tree_util.keystr(path)
+    if old.ndim >= 2 and np.abs(old).min() > 0:
+      bf16 = lambda x: np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32))
+      rounded_away.append((bf16(new) == bf16(old)).mean())
+  assert min(rounded_away) > 0.8       # in bfloat16 most of these steps are lost
+
+
+def test_long_sequence_paths_sharded_match_the_single_device_step(single, monkeypatch):
+  """With the tiles, vocabulary chunks and feed-forward pieces made tiny, the step on 8 devices
+  takes every long-sequence path (blockwise attention over the prompt cache and the shared
+  prefix, per-device chunked log-probs, the feed-forward in pieces on each device's own rows)
+  and still equals the single-device step on the short paths."""
+  from r1jax.models import layers
+  from r1jax.rl import logprobs
+  _, _, params0, want_state, want_metrics = single
+  monkeypatch.setattr(layers, "BLOCK", 2)
+  monkeypatch.setattr(layers, "MLP_CHUNK", 2)
+  monkeypatch.setattr(logprobs, "CHUNK", 2)
+  mesh = _mesh((4, 2, 1, 1))
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  state, metrics = make_train_step(CFG, GRPO, OPTIM, mesh)(state, _batch())
+  _assert_same_update(state, want_state, params0)
+  _assert_trees_close(metrics, want_metrics, atol=1e-6, rtol=1e-5)

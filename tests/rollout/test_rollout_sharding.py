@@ -23,6 +23,8 @@ def test_eight_devices_match_one(ref, ici):
   with use_mesh(mesh):
     spread = sample(cfg, sharded, tokens, mask, jax.random.key(11), **kw)
   assert len(spread.tokens.sharding.device_set) == 8
+  # fsdp8: 4 heads do not split 8 ways, rows spread over all devices; data2-fsdp2-tensor2: the
+  # decode layout, fsdp tensor-parallel, rows spread over data.
   assert not spread.tokens.sharding.is_fully_replicated, "the batch should be split over devices"
   np.testing.assert_array_equal(np.asarray(spread.tokens), np.asarray(single.tokens))
   np.testing.assert_array_equal(np.asarray(spread.lengths), np.asarray(single.lengths))
