@@ -44,7 +44,7 @@ from r1jax.rewards.service import RewardService
 from r1jax.rl.advantages import rollout_metrics
 from r1jax.rl.batch import LearnerBatch
 from r1jax.rl.minibatch import minibatches, prepare
-from r1jax.rl.reference import copy_params, maybe_reset_reference
+from r1jax.rl.reference import make_reference, maybe_reset_reference
 from r1jax.rl.step import TrainState, init_train_state, make_train_step
 
 Schedule = tuple[tuple[int, float], ...]
@@ -133,7 +133,7 @@ class Trainer:
                                                          exp.loop.seed)
     self.sampling = sampling_for(exp.rollout, self.tokenizer)
     self.state = init_train_state(self.model_cfg, exp.optim, params, self.mesh, self.rules)
-    self.ref_params = copy_params(self.state.params)
+    self.ref_params = make_reference(self.model_cfg, self.state.params)   # bf16 under bf16 compute
     self._train_steps: dict[float, Any] = {}
     # Every process reads the same global order of questions and takes its rows of each batch.
     self.data = make_prompt_dataset(

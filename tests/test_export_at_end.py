@@ -127,3 +127,19 @@ def test_loop_export_every_save_refreshes_the_export_at_each_checkpoint(every_sa
       export=lambda: calls.append(("export",)))
   Trainer._save(trainer)
   assert calls == [("save", 4)] + ([("export",)] if every_save else [])
+
+
+def test_sft_calls_its_save_hook_with_the_saved_params(tmp_path):
+  """The sft job's `export_every_save` runs through this hook after each checkpoint."""
+  from r1jax.models import ModelConfig, init
+  from r1jax.rl.config import OptimConfig
+  from r1jax.sft.train import SFTConfig, train_sft
+  cfg = ModelConfig(vocab_size=16, dim=8, num_layers=1, num_heads=2, num_kv_heads=1, head_dim=4,
+                    ffn_dim=16, max_seq_len=32)
+  saved = []
+  final = train_sft(cfg, SFTConfig(steps=3, batch_rows=2, row_len=8, save_every=2, log_every=1),
+                    OptimConfig(lr=1e-2, total_steps=3), [([1, 2], [3, 4]), ([5], [6, 7, 8])],
+                    str(tmp_path), init_params=init(cfg, jax.random.key(0)),
+                    on_save=lambda step, params: saved.append((step, jax.device_get(params))))
+  assert [step for step, _ in saved] == [2, 3]
+  jax.tree.map(np.testing.assert_array_equal, saved[-1][1], jax.device_get(final))

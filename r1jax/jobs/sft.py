@@ -29,10 +29,13 @@ def run(exp, workdir: str) -> dict[str, Any]:
   pairs = token_pairs(rows, tokenizer, exp.data.template)
   logging.info("SFT on %d examples (%d response tokens)", len(pairs),
                sum(len(c) for _, c in pairs))
+  export = lambda params: export_policy(model_cfg, params, exp.base_model,
+                                       os.path.join(workdir, EXPORT))
   params = train_sft(model_cfg, exp.sft, exp.optim, pairs, workdir, init_params=params,
-                     mesh=mesh_lib.make_mesh(exp.mesh), rules=exp.mesh.rules)
+                     mesh=mesh_lib.make_mesh(exp.mesh), rules=exp.mesh.rules,
+                     on_save=(lambda _, p: export(p)) if exp.sft.export_every_save else None)
   summary: dict[str, Any] = {"examples": len(pairs), "steps": exp.sft.steps}
-  export_policy(model_cfg, params, exp.base_model, os.path.join(workdir, EXPORT))
+  export(params)
   if exp.sft.evaluate:
     summary["last"], _ = evaluate_policy(exp, model_cfg, params, tokenizer, seed=exp.sft.seed)
   return summary

@@ -13,7 +13,8 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +54,7 @@ class SFTConfig:
   cold_start_style: str = "reflective"
   max_examples: int = 0           # 0 = every example the sources give
   evaluate: bool = False
+  export_every_save: bool = False  # also refresh <workdir>/export at each checkpoint
 
   def validate(self):
     for key in ("steps", "batch_rows", "row_len", "log_every", "save_every", "keep_checkpoints"):
@@ -86,8 +88,10 @@ def sft_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, state: Tr
 
 def train_sft(model_cfg: ModelConfig, sft_cfg: SFTConfig, optim_cfg: OptimConfig,
               pairs: Sequence[tuple[Sequence[int], Sequence[int]]], workdir: str, *,
-              init_params, mesh=None, rules=mesh_lib.DEFAULT_RULES):
-  """Trains on (prompt ids, completion ids) pairs; returns the final params."""
+              init_params, mesh=None, rules=mesh_lib.DEFAULT_RULES,
+              on_save: Callable[[int, Any], None] | None = None):
+  """Trains on (prompt ids, completion ids) pairs; returns the final params. `on_save(step,
+  params)` runs after each checkpoint (the job's export at every save)."""
   mesh = mesh or mesh_lib.make_mesh(mesh_lib.MeshConfig(), jax.devices()[:1])
   packed = pack(pairs, sft_cfg.row_len, loss_on_prompt=sft_cfg.loss_on_prompt)
   state = init_train_state(model_cfg, optim_cfg, init_params, mesh, rules)
@@ -117,6 +121,8 @@ def train_sft(model_cfg: ModelConfig, sft_cfg: SFTConfig, optim_cfg: OptimConfig
       bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
     if (step + 1) % sft_cfg.save_every == 0 or step + 1 == sft_cfg.steps:
       ckpt.save(step + 1, _saved(state), {"step": step + 1})
+      if on_save is not None:
+        on_save(step + 1, state.params)
   bar.close()
   ckpt.close()
   writer.close()

@@ -49,7 +49,8 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize("name", ["qwen2_bias", "qwen2_tied", "qwen2_moe"])
+@pytest.mark.parametrize("name", ["qwen2_bias", "qwen2_tied", "qwen2_moe", "deepseek_v3",
+                                  "deepseek_v2", "deepseek_v3_fp8"])
 def test_logits_match_transformers(name):
   cfg, params = load_hf(FIXTURES / name)
   tokens = np.load(FIXTURES / name / "tokens.npy")

@@ -60,20 +60,14 @@ def test_decode_with_latent_cache_equals_full_forward(model):
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_shared_prefix_equals_full_forward(model):
+def test_shared_prefix_equals_full_forward(model, check_shared_prefix):
   cfg, params = model
   prompts = jax.random.randint(jax.random.key(4), (2, 5), 0, cfg.vocab_size)
   padded = jnp.concatenate([jnp.zeros((2, 2), jnp.int32), prompts], 1)
   mask = jnp.array([[0, 0, 1, 1, 1, 1, 1]] * 2, bool)
   last, prefix = prefill(cfg, params, padded, mask)
   np.testing.assert_allclose(last, logits(cfg, params, prompts)[:, -1], atol=1e-5, rtol=1e-5)
-  g = 2
-  completions = jax.random.randint(jax.random.key(5), (2 * g, 3), 0, cfg.vocab_size)
-  positions = jnp.broadcast_to(5 + jnp.arange(3), (2 * g, 3))
-  shared, _, _ = forward(cfg, params, completions, positions=positions, prefix=prefix)
-  for row in range(2 * g):
-    seq = jnp.concatenate([prompts[row // g], completions[row]])[None]
-    np.testing.assert_allclose(shared[row], logits(cfg, params, seq)[0, 5:], atol=1e-5, rtol=1e-5)
+  check_shared_prefix(cfg, params, prompts, prefix, group=2, length=3)
 
 
 def test_mla_config_errors():

@@ -42,18 +42,12 @@ def test_left_padded_prefill_matches_unpadded(model):
   np.testing.assert_allclose(last[0], logits(cfg, params, prompt)[0, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_shared_prefix_equals_full_forward_for_each_sample(model):
+def test_shared_prefix_equals_full_forward_for_each_sample(model, check_shared_prefix):
   cfg, params = model
   prompts = jax.random.randint(jax.random.key(3), (2, 5), 0, cfg.vocab_size)
   mask = jnp.ones((2, 5), bool)
   _, prefix = prefill(cfg, params, prompts, mask)
-  g = 3
-  completions = jax.random.randint(jax.random.key(4), (2 * g, 4), 0, cfg.vocab_size)
-  positions = jnp.broadcast_to(5 + jnp.arange(4), (2 * g, 4))
-  shared, _, _ = forward(cfg, params, completions, positions=positions, prefix=prefix)
-  for row in range(2 * g):
-    seq = jnp.concatenate([prompts[row // g], completions[row]])[None]
-    np.testing.assert_allclose(shared[row], logits(cfg, params, seq)[0, 5:], atol=1e-5, rtol=1e-5)
+  check_shared_prefix(cfg, params, prompts, prefix, group=3, length=4, seed=4)
 
 
 def test_causality(model):
