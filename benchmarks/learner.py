@@ -146,9 +146,8 @@ def main():
   except ImportError:
     raise SystemExit("torch/transformers are not installed in this interpreter: run "
                      "`make bench-venv`, then .venv-bench/bin/python -m benchmarks.learner") from None
-  from benchmarks.rollout import matmul_flops_per_s
   with machine.Session(args, torch) as session:
-    peaks = matmul_flops_per_s(args.repeats, torch)
+    peaks = machine.matmul_flops_per_s(args.repeats, torch)
     peak = max(peaks.values())
     print("matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items()))
     for name in args.shapes.split(","):

@@ -16,6 +16,10 @@ import statistics
 import time
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 
 def add_flags(parser: argparse.ArgumentParser, repeats: int | None = 5) -> None:
   """--allow-busy, and --repeats unless the benchmark times one long pass (`repeats` None)."""
@@ -59,6 +63,19 @@ def timings(fn: Callable[[], object], repeats: int) -> Timing:
     fn()
     out.append(time.perf_counter() - start)
   return Timing(out)
+
+
+def matmul_flops_per_s(repeats: int, torch=None, n: int = 2048) -> dict[str, float]:
+  """The machine's fp32 matmul peak as each framework reaches it (fastest of the calls): the
+  physical limit a benchmark's model FLOP/s are a share of."""
+  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
+  f = jax.jit(lambda x: x @ x)
+  out = {"jax": 2 * n**3 / min(timings(lambda: f(a).block_until_ready(), repeats).seconds)}
+  if torch is not None:
+    t = torch.from_numpy(np.array(a))
+    with torch.inference_mode():
+      out["torch"] = 2 * n**3 / min(timings(lambda: t @ t, repeats).seconds)
+  return out
 
 
 def ratio(ours: Timing, peer: Timing) -> str:

@@ -19,7 +19,6 @@ import argparse
 import tempfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import machine
@@ -38,18 +37,6 @@ PROMPTS, SAMPLES, NEW_TOKENS = 8, 16, 128
 INSTALL_HINT = ("torch/transformers are not installed in this interpreter. They live in a separate "
                 "venv: run `make bench-venv`, then .venv-bench/bin/python -m benchmarks.rollout "
                 "(or pass --skip-hf).")
-
-
-def matmul_flops_per_s(repeats: int, torch=None, n: int = 2048) -> dict[str, float]:
-  """The machine's fp32 matmul peak as each framework reaches it (fastest of the calls)."""
-  a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n), np.float32))
-  f = jax.jit(lambda x: x @ x)
-  out = {"jax": 2 * n**3 / min(timings(lambda: f(a).block_until_ready(), repeats).seconds)}
-  if torch is not None:
-    t = torch.from_numpy(np.array(a))
-    with torch.inference_mode():
-      out["torch"] = 2 * n**3 / min(timings(lambda: t @ t, repeats).seconds)
-  return out
 
 
 def model_flops(cfg: ModelConfig, prompt_len: int) -> float:
@@ -124,7 +111,7 @@ def main():
   print(f"{PROMPTS} prompts x {SAMPLES} samples x {NEW_TOKENS} new tokens, float32, "
         f"jax {jax.__version__}; tokens/s are medians (range) of {args.repeats} calls")
   with machine.Session(args, torch) as session:
-    peaks = matmul_flops_per_s(args.repeats + 3, torch)
+    peaks = machine.matmul_flops_per_s(args.repeats + 3, torch)
     peak = max(peaks.values())
     print("matmul 2048^3 GFLOP/s: " + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in peaks.items()))
     for name in args.shapes.split(","):

@@ -24,13 +24,19 @@ def test_distill_table_and_plot(tmp_path):
   assert os.path.getsize(tmp_path / "distill_vs_rl.png") > 1000
 
 
-def test_scale_table_gains_and_plot(tmp_path):
+def _rl_stages(tmp_path, weight_bytes, runs):
+  """Finished rl stages {name: first -> last pass@1 (= cons@k)} sharing one export of
+  `weight_bytes` (the scale table reads the parameter count from its size: 4 bytes each)."""
   export = tmp_path / "export"
   export.mkdir()
-  (export / "model.safetensors").write_bytes(b"\0" * 4000)
-  done = {f"rl_{name}": {"job": "rl", "wall_s": 1.0, "output": str(export), "summary": {
+  (export / "model.safetensors").write_bytes(b"\0" * weight_bytes)
+  return {f"rl_{name}": {"job": "rl", "wall_s": 1.0, "output": str(export), "summary": {
               "first": {"pass@1": a, "cons@k": a}, "last": {"pass@1": b, "cons@k": b}}}
-          for name, a, b in (("xs", 0.0, 0.0), ("demo", 0.2, 0.35))}
+          for name, a, b in runs}
+
+
+def test_scale_table_gains_and_plot(tmp_path):
+  done = _rl_stages(tmp_path, 4000, (("xs", 0.0, 0.0), ("demo", 0.2, 0.35)))
   text = open(write_stages_report("scale", done, str(tmp_path))).read()
   assert "| demo | 1,000 | 20.0 | 35.0 | +15.0 | 20.0 | 35.0 | +15.0 |" in text
   assert "| xs | 1,000 | 0.0 | 0.0 | +0.0 |" in text
@@ -48,12 +54,7 @@ def test_seeded_repeats_are_grouped_with_mean_and_spread(tmp_path):
 
 
 def test_scale_gain_spread_over_seeds(tmp_path):
-  export = tmp_path / "export"
-  export.mkdir()
-  (export / "model.safetensors").write_bytes(b"\0" * 400)
-  done = {f"rl_demo_s{seed}": {"job": "rl", "wall_s": 1.0, "output": str(export), "summary": {
-              "first": {"pass@1": a, "cons@k": a}, "last": {"pass@1": b, "cons@k": b}}}
-          for seed, a, b in ((0, 0.2, 0.6), (1, 0.3, 0.9))}
+  done = _rl_stages(tmp_path, 400, (("demo_s0", 0.2, 0.6), ("demo_s1", 0.3, 0.9)))
   text = open(write_stages_report("scale", done, str(tmp_path))).read()
   # gains 0.4 and 0.6: mean 50.0, sd 14.1
   assert "| demo | 100 | 25.0 ± 7.1 (n=2) | 75.0 ± 21.2 (n=2) | +50.0 ± 14.1 (n=2) |" in text
