@@ -7,10 +7,13 @@ PYTEST_ARGS ?= -n 2 --durations=15
 
 .PHONY: install test demo base-model ablations bench-venv clean
 
-$(STAMP): requirements.txt setup.cfg pyproject.toml
+$(STAMP): requirements.txt requirements-gpu-compiler.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
 	$(PY) -m pip install --quiet -r requirements.txt
+	v=$$($(PY) -c 'import jaxlib; print(jaxlib.__version__)') && $(PY) -m pip install --quiet \
+	  --no-deps --upgrade --target $(VENV)/gpu-compiler -r requirements-gpu-compiler.txt \
+	  jax-cuda12-plugin==$$v jax-cuda12-pjrt==$$v
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -2,7 +2,8 @@
 
 Variants (``--config=experiments/r1_zero.py:<variant>``):
   tiny          the embedded demo: the shipped tiny base model on chained sums, CPU, ~10 minutes
-  tiny_control  the same with learning rate 0 (the demo's control run)
+  tiny_control  the demo's control: learning rate 0, computed as the base model evaluated at the
+                steps and with the keys the demo evaluates with (the `control` job)
   smoke         a few steps of tiny, for tests
   paper         the paper's R1-Zero hyperparameters (R1_REFERENCE.md) on the model named by
                 `base_model` (a Qwen2.5-32B directory by default), 64 nodes x 8 GPUs
@@ -92,6 +93,10 @@ def scale(c: config_dict.ConfigDict, preset: str, paper: bool) -> None:
   c.optim.weight_decay = 0.1
   c.loop.steps = 10_400
   c.loop.max_new_tokens_schedule = ((0, 32_768), (8_200, 65_536))
+  # The 65k stage's learner rows do not fit whole on one device: split each row's positions over
+  # a node's 8 GPUs (exact; BUILD.md, "Planning without a GPU"), in 2 micro-batches.
+  c.mesh.sequence_axis = "fsdp"
+  c.rl.micro_batches = 2
   c.loop.eval_every = 200
   c.loop.save_every = 100
   if paper:
@@ -117,6 +122,7 @@ def get_config(arg: str = "tiny") -> config_dict.ConfigDict:
   if variant in ("tiny", "tiny_control", "smoke"):
     tiny(c)
     if variant == "tiny_control":
+      c.job = "control"
       c.optim.lr = 0.0
     if variant == "smoke":
       c.data.procedural_sizes = (100, 20, 20)

@@ -10,6 +10,11 @@ path as a multi-node GPU job, on one machine. Output of process i goes to ``<log
 coordination service's heartbeat stops them), then are terminated; the launcher exits non-zero
 and names the process that failed first. The launcher prints each process's pid, and when it is
 itself interrupted or terminated (SIGINT, SIGTERM) it terminates its processes before exiting.
+
+The processes may start on an empty data dir: one builds each dataset while the others wait for
+it (`r1jax.data.builders.prepared`). The rl, rejection and evaluate jobs, and pipelines of them,
+give the results of one process; base_model, sft and reward_model (and a pipeline with such a
+stage) refuse several processes with a one-line error (`r1jax.jobs.registry.check_processes`).
 """
 
 from __future__ import annotations

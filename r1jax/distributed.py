@@ -37,6 +37,7 @@ from jax.sharding import Mesh
 from r1jax.mesh import DEFAULT_RULES, logical_sharding
 
 _initialized = False
+_passages: dict[str, int] = {}   # barrier name -> times this process passed it
 
 
 def heartbeat_timeout_s(env=os.environ) -> int:
@@ -106,9 +107,13 @@ def barrier(name: str, env=os.environ) -> None:
   and compiling alone can set processes further apart than that.
   """
   if _initialized:
+    # Each passage gets its own id (every process calls barriers in the same order): a pipeline
+    # passes the same named barrier once per stage.
+    _passages[name] = _passages.get(name, 0) + 1
     # The coordination service's own barrier (no public API): a collective would itself need gloo.
     from jax._src import distributed as jax_distributed
-    jax_distributed.global_state.client.wait_at_barrier(name, straggler_timeout_s(env) * 1000)
+    jax_distributed.global_state.client.wait_at_barrier(f"{name}_{_passages[name]}",
+                                                        straggler_timeout_s(env) * 1000)
 
 
 def shutdown() -> None:
@@ -125,14 +130,21 @@ def shutdown() -> None:
 def abandon() -> None:
   """Ends a failed run of several processes: prints the error and exits now, skipping the shutdown
   barrier, so the others learn of it through the heartbeat instead of waiting for this process
-  at the barrier. Call it from an ``except`` block; does nothing in a single process."""
+  at the barrier. Bad input (`r1jax.cli.BAD_INPUT`) prints as the one-line error of a single
+  process. Call it from an ``except`` block; does nothing in a single process."""
   if not _initialized:
     return
-  traceback.print_exc()
+  from r1jax import cli   # bad input reads as on one process: one line, unless --verbose
+  error = sys.exc_info()[1]
+  bad_input = isinstance(error, cli.BAD_INPUT) and not cli.verbose()
+  if bad_input:
+    print(f"error: {cli.message(error)}", file=sys.stderr)
+  else:
+    traceback.print_exc()
   logging.error("process %d failed; exiting without the shutdown barrier", jax.process_index())
   sys.stdout.flush()
   sys.stderr.flush()
-  os._exit(1)
+  os._exit(cli.EXIT_BAD_INPUT if bad_input else 1)
 
 
 def is_chief() -> bool:

@@ -36,6 +36,8 @@ from r1jax.data.schema import DATA_TYPES, FIELDS, SPLITS
 from r1jax.data.tokenizers import Tokenizer
 from r1jax.evaluate import summarize
 from r1jax.models import ModelConfig
+from r1jax.models.moe import replay_ids_dtype
+from r1jax.models.transformer import compute_weights
 from r1jax.rewards.compose import RewardBatch
 from r1jax.rewards.service import RewardService
 from r1jax.rl.batch import Groups
@@ -91,6 +93,7 @@ class Scored:
   rewards: RewardBatch
   reward_wait_s: float
   ref_logprobs: np.ndarray | None = None
+  learner_logprobs: np.ndarray | None = None   # pi_old recomputed (`sample_and_score(old_params)`)
 
   @property
   def num_samples(self) -> int:
@@ -103,11 +106,18 @@ class Scored:
     """The learner's arrays; needs the reference log-probs (`sample_and_score(ref_params=...)`)."""
     if self.ref_logprobs is None:
       raise ValueError("no reference log-probs: sample with ref_params to train on these samples")
+    routes = self.rollout.expert_ids   # [layers, rows, T, k] -> rows first, as the batch splits
+    sampler = self.rollout.logprobs.astype(np.float32)
+    old, recomputed = sampler, self.learner_logprobs is not None
+    if recomputed:   # pi_old is the learner's; the sampler's stays beside it
+      old = np.where(self.completion_mask(), self.learner_logprobs, 0.0).astype(np.float32)
     return Groups(prompt_tokens=np.asarray(self.batch["prompt_tokens"]),
                   prompt_mask=np.asarray(self.batch["prompt_mask"]).astype(bool),
                   completion_tokens=self.rollout.tokens, completion_mask=self.completion_mask(),
-                  old_logprobs=self.rollout.logprobs.astype(np.float32),
-                  ref_logprobs=self.ref_logprobs, truncated=~self.rollout.finished_eos)
+                  old_logprobs=old, ref_logprobs=self.ref_logprobs,
+                  truncated=~self.rollout.finished_eos,
+                  expert_ids=None if routes is None else np.moveaxis(routes, 1, 0),
+                  sampler_logprobs=sampler if recomputed else None)
 
   def fill_texts(self, tokenizer: Tokenizer) -> None:
     """Decodes the texts this process did not score (other processes' prompts) from the whole
@@ -151,15 +161,41 @@ def _fit(x: np.ndarray, length: int, fill) -> np.ndarray:
   return np.pad(x, ((0, 0), (0, length - x.shape[1])), constant_values=fill)
 
 
+def _joined_routes(parts, length: int):
+  """Chunks' replayed routes [layers, rows, T_i, k] padded to `length` and joined along rows."""
+  if parts[0] is None:
+    return None
+  return np.concatenate([np.pad(p, ((0, 0), (0, 0), (0, length - p.shape[2]), (0, 0)))
+                         for p in parts], axis=1)
+
+
 def examples_of(batch: Mapping[str, np.ndarray], rows: range) -> list[dict[str, Any]]:
   return [{k: (batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i])
            for k in FIELDS} for i in rows]
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "temperature"))
-def _reference_logprobs(model_cfg, params, prompt_tokens, prompt_mask, tokens, temperature):
+def _reference_logprobs(model_cfg, params, prompt_tokens, prompt_mask, tokens, temperature,
+                        expert_ids=None):
   return completion_logprobs(model_cfg, params, prompt_tokens, prompt_mask, tokens,
-                             temperature=temperature)
+                             temperature=temperature, expert_ids=expert_ids)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "temperature"))
+def _learner_logprobs(model_cfg, params, prompt_tokens, prompt_mask, tokens, temperature,
+                      expert_ids=None):
+  """pi_old as the train step computes it: the forward over the weights' compute-dtype copy."""
+  return _reference_logprobs(model_cfg, compute_weights(model_cfg, params), prompt_tokens,
+                             prompt_mask, tokens, temperature, expert_ids)
+
+
+def _used(model_cfg: ModelConfig, out: Rollout, length: int, routes: bool) -> Rollout:
+  """The rollout's tokens cut to `length`, and its replayed routes too (in their compact dtype)
+  where `routes` (the learner will replay them), else dropped."""
+  routes = out.expert_ids if routes else None
+  if routes is not None:
+    routes = routes[:, :, :length].astype(replay_ids_dtype(model_cfg.moe.num_experts))
+  return dataclasses.replace(out, tokens=out.tokens[:, :length], expert_ids=routes)
 
 
 def _own_rows(batch: Mapping[str, np.ndarray], num_prompts: int | None) -> tuple[dict, range, int]:
@@ -194,10 +230,11 @@ def _whole_batch(batch, rows: range, total: int, per_prompt: dict[str, np.ndarra
 
 def sample_and_score(model_cfg: ModelConfig, params, batch: Mapping[str, np.ndarray], rng,
                      sampling: SamplingConfig, num_samples: int, tokenizer: Tokenizer,
-                     rewards: RewardService, *, ref_params=None,
+                     rewards: RewardService, *, ref_params=None, old_params=None,
                      num_prompts: int | None = None) -> Scored:
   """Samples `num_samples` completions per prompt of `batch`, scores them with `rewards`, and
-  with `ref_params` computes their reference log-probs chunk by chunk. `batch` holds every prompt,
+  with `ref_params` computes their reference log-probs chunk by chunk (with `old_params`, the
+  policy's too: pi_old recomputed by the learner's forward). `batch` holds every prompt,
   or (with `num_prompts`, the global count) this process's rows of them."""
   batch, rows, total = _own_rows(batch, num_prompts)
   n, mesh = num_samples, mesh_lib.current_mesh()
@@ -205,11 +242,12 @@ def sample_and_score(model_cfg: ModelConfig, params, batch: Mapping[str, np.ndar
   if mesh is not None:   # one global array that every process samples together
     prompts = distributed.global_batch(prompts, {k: total for k in prompts}, mesh,
                                        mesh_lib.current_rules())
-  ticket, parts, texts, ref_parts = None, [], [], []
+  ticket, parts, texts, ref_parts, old_parts = None, [], [], [], []
   for part, out in sample_chunks(model_cfg, params, prompts["prompt_tokens"],
                                  prompts["prompt_mask"], rng, sampling, n):
     length = used_length(distributed.fetch(out.lengths), sampling.max_new_tokens)
-    host = distributed.fetch(dataclasses.replace(out, tokens=out.tokens[:, :length]))
+    used = _used(model_cfg, out, length, routes=ref_params is not None)
+    host = distributed.fetch(used)
     lo, hi = max(part.start, rows.start), min(part.stop, rows.stop)
     own = range(lo, hi) if lo < hi else range(part.start, part.start)   # prompts held here
     mine = slice((own.start - part.start) * n, (own.stop - part.start) * n)
@@ -220,8 +258,12 @@ def sample_and_score(model_cfg: ModelConfig, params, batch: Mapping[str, np.ndar
     ticket = rewards.submit(chunk_texts, examples, ticket)
     if ref_params is not None:   # dispatched now, read after the rewards
       ref_parts.append(_reference_logprobs(model_cfg, ref_params, prompts["prompt_tokens"][part],
-                                           prompts["prompt_mask"][part], out.tokens[:, :length],
-                                           sampling.logprob_temperature))
+                                           prompts["prompt_mask"][part], used.tokens,
+                                           sampling.logprob_temperature, used.expert_ids))
+    if old_params is not None:
+      old_parts.append(_learner_logprobs(model_cfg, old_params, prompts["prompt_tokens"][part],
+                                         prompts["prompt_mask"][part], used.tokens,
+                                         sampling.logprob_temperature, used.expert_ids))
     parts.append(host)
     texts.extend([None] * mine.start + chunk_texts +
                  [None] * (len(host.lengths) - mine.stop))
@@ -241,10 +283,11 @@ def sample_and_score(model_cfg: ModelConfig, params, batch: Mapping[str, np.ndar
   rollout = Rollout(tokens=np.concatenate([_fit(p.tokens, length, sampling.pad_id) for p in parts]),
                     logprobs=np.concatenate([_fit(p.logprobs, length, 0.0) for p in parts]),
                     lengths=np.concatenate([p.lengths for p in parts]),
-                    finished_eos=np.concatenate([p.finished_eos for p in parts]))
-  ref = (np.concatenate([_fit(r, length, 0.0) for r in distributed.fetch(ref_parts)]
-                        ).astype(np.float32) if ref_parts else None)
-  return Scored(whole, rollout, texts, reward_batch, wait, ref)
+                    finished_eos=np.concatenate([p.finished_eos for p in parts]),
+                    expert_ids=_joined_routes([p.expert_ids for p in parts], length))
+  joined = lambda chunks: (np.concatenate([_fit(r, length, 0.0) for r in distributed.fetch(
+      chunks)]).astype(np.float32) if chunks else None)
+  return Scored(whole, rollout, texts, reward_batch, wait, joined(ref_parts), joined(old_parts))
 
 
 def eval_batch(exp, tokenizer: Tokenizer) -> dict[str, np.ndarray]:
@@ -274,6 +317,9 @@ def scoring(exp, params):
   service, closed on exit. Yields (params, rewards)."""
   mesh = mesh_lib.make_mesh(exp.mesh)
   rewards = RewardService(exp.rewards)
+  # Processes loaded the model and data at their own pace: start the first programs together
+  # (gloo gives a late process only 30 s to join them; see distributed.barrier).
+  distributed.barrier("scoring_ready")
   try:
     with mesh_lib.use_mesh(mesh, exp.mesh.rules):
       yield jax.device_put(params), rewards

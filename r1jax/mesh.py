@@ -72,14 +72,42 @@ def decode_rules(rules):
   return tuple(out)
 
 
-def row_axes(rows: int) -> tuple[str, ...]:
-  """The mesh axes that the current mesh's `batch` rule splits `rows` rows over (for shard_map
-  code that runs on each device's own rows); () without a mesh."""
+def sequence_rules(rules, axis: str):
+  """The learner's rules under sequence parallelism: the `length` axis of activations split over
+  mesh `axis` (each device holds a contiguous slice of every row's positions), which the `batch`
+  rule then leaves to it. `rules` as they are for axis ''."""
+  if not axis:
+    return tuple(rules)
+  return tuple((logical, (axis,) if logical == "length" else
+                tuple(a for a in axes if a != axis) if logical == "batch" else axes)
+               for logical, axes in _rules_dict(rules).items())
+
+
+def _split_axes(logical: str, size: int) -> tuple[str, ...]:
   ctx = _CURRENT.get()
   if ctx is None:
     return ()
-  axes = logical_spec(("batch",), (rows,), ctx.mesh, ctx.rules)[0]
+  axes = logical_spec((logical,), (size,), ctx.mesh, ctx.rules)[0]
   return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def row_axes(rows: int) -> tuple[str, ...]:
+  """The mesh axes that the current mesh's `batch` rule splits `rows` rows over (for shard_map
+  code that runs on each device's own rows); () without a mesh."""
+  return _split_axes("batch", rows)
+
+
+def length_axes(length: int) -> tuple[str, ...]:
+  """The mesh axes that the current `length` rule splits `length` positions over (sequence
+  parallelism, `sequence_rules`); () without a mesh, without the rule or when they do not divide."""
+  return _split_axes("length", length)
+
+
+def length_shards() -> int:
+  """How many pieces the current `length` rule cuts a sequence into (1 without it): a row
+  padded to a multiple of this is split over every piece."""
+  ctx = _CURRENT.get()
+  return 1 if ctx is None else math.prod(ctx.mesh.shape[a] for a in ctx.rules.get("length", ()))
 
 
 def batch_shards(mesh: Mesh, rules) -> int:
@@ -93,8 +121,12 @@ class MeshConfig:
   ici: tuple[int, ...] = (1, -1, 1, 1)
   dcn: tuple[int, ...] = (1, 1, 1, 1)
   rules: tuple[tuple[str, tuple[str, ...]], ...] = DEFAULT_RULES
+  # Sequence parallelism of the learner: the mesh axis each long row's positions are split over
+  # ("" = none); the rollout keeps `rules` as they are.
+  sequence_axis: str = ""
 
   def validate(self):
+    check_choice("sequence_axis", self.sequence_axis, ("", *MESH_AXES))
     for name in ("ici", "dcn"):
       shape = getattr(self, name)
       if len(shape) != len(MESH_AXES):
@@ -104,6 +136,10 @@ class MeshConfig:
     for logical, axes in self.rules:
       for axis in (axes if isinstance(axes, (tuple, list)) else (axes,)):
         check_choice(f"rules[{logical}]", axis, MESH_AXES)
+
+  def learner_rules(self):
+    """The rules of the learner's forward and backward (`sequence_rules` on `sequence_axis`)."""
+    return sequence_rules(self.rules, self.sequence_axis)
 
 
 def parse_mesh_flag(text: str) -> MeshConfig:

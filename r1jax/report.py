@@ -35,6 +35,57 @@ def _series(records, key):
   return {key: ([r["step"] for r in records if key in r], [r[key] for r in records if key in r])}
 
 
+DIFFICULTY_PLOT = "length_by_difficulty.png"
+_BY_DIFFICULTY = "response_length/difficulty="
+
+
+def plot_length_by_difficulty(runs: dict[str, list[dict]], out_dir: str) -> str | None:
+  """Mean response length against difficulty at each run's first and last evaluation: the
+  paper's finding that harder problems get longer thinking, and whether RL grew it."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  drawn = False
+  for run_name, records in runs.items():
+    for when, record in (("first", records[0]), ("last", records[-1])) if records else ():
+      levels = sorted(int(k[len(_BY_DIFFICULTY):]) for k in record if k.startswith(_BY_DIFFICULTY))
+      if levels:
+        ax.plot(levels, [record[f"{_BY_DIFFICULTY}{d}"] for d in levels],
+                "-" if run_name == "run" else "--", marker="o",
+                label=f"{run_name}, step {record['step']} ({when})")
+        drawn = True
+  if not drawn:
+    plt.close(fig)
+    return None
+  ax.set_xlabel("difficulty")
+  ax.set_ylabel("mean response length (tokens)")
+  ax.set_title("Response length by difficulty")
+  return _save(fig, ax, os.path.join(out_dir, DIFFICULTY_PLOT))
+
+
+def _save(fig, ax, path: str) -> str:
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def length_by_difficulty_table(runs: dict[str, list[dict]]) -> str:
+  """Markdown: mean response length per difficulty at each run's first and last evaluation."""
+  levels = sorted({int(k[len(_BY_DIFFICULTY):]) for records in runs.values() for r in records
+                   for k in r if k.startswith(_BY_DIFFICULTY)})
+  if not levels:
+    return ""
+  lines = ["| run | step | " + " | ".join(f"difficulty {d}" for d in levels) + " |",
+           "|---" * (len(levels) + 2) + "|"]
+  for run_name, records in runs.items():
+    for record in (records[0], records[-1]) if records else ():
+      cells = [f"{record[f'{_BY_DIFFICULTY}{d}']:.1f}" if f"{_BY_DIFFICULTY}{d}" in record else "-"
+               for d in levels]
+      lines.append(f"| {run_name} | {record['step']} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def plot(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
   paths = []
   for filename, title, keys in PLOTS:
@@ -46,14 +97,9 @@ def plot(runs: dict[str, list[dict]], out_dir: str) -> list[str]:
           ax.plot(steps, values, style, marker="o", ms=3, label=f"{key} ({run_name})")
     ax.set_xlabel("step")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    path = os.path.join(out_dir, filename)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
-  return paths
+    paths.append(_save(fig, ax, os.path.join(out_dir, filename)))
+  by_difficulty = plot_length_by_difficulty(runs, out_dir)
+  return paths + ([by_difficulty] if by_difficulty else [])
 
 
 def summary_table(summaries: dict[str, dict | None]) -> str:
@@ -83,6 +129,10 @@ def write_run_report(workdir: str, control: str | None = None) -> tuple[str, str
   body = [f"# r1jax report: {os.path.basename(os.path.abspath(workdir))}", "",
           "Held-out evaluation, first vs last (the control, if shown, trains with lr = 0):", "",
           table, ""]
+  by_difficulty = length_by_difficulty_table(runs)
+  if by_difficulty:
+    body += ["Mean response length (tokens) by difficulty, first vs last evaluation (the paper: "
+             "harder problems get longer thinking):", "", by_difficulty, ""]
   body += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in paths]
   path = os.path.join(workdir, "report.md")
   with open(path, "w", encoding="utf-8") as f:

@@ -41,8 +41,10 @@ from r1jax.metrics import MetricsWriter, progress, read_jsonl
 from r1jax.policy import EXPORT, export_policy, load_policy
 from r1jax.reward_model.hook import PreferenceReward
 from r1jax.rewards.service import RewardService
+from r1jax.rl import offload
 from r1jax.rl.advantages import rollout_metrics
 from r1jax.rl.batch import LearnerBatch
+from r1jax.rl.dynamic_sampling import needs_more, refilled_batch
 from r1jax.rl.minibatch import minibatches, prepare
 from r1jax.rl.reference import make_reference, maybe_reset_reference
 from r1jax.rl.step import TrainState, init_train_state, make_train_step
@@ -115,6 +117,11 @@ def global_batches(batches: Iterable[LearnerBatch], mesh, rules) -> Iterable[dic
         {k: v.shape[0] for k, v in fields.items()}, mesh, rules)
 
 
+def period_due(every: int, before: int, after: int) -> bool:
+  """Whether going from step `before` to `after` crosses a multiple of `every` (0: never)."""
+  return every > 0 and after // every > before // every
+
+
 def _truncate_jsonl(path: str, last_step: int) -> None:
   """Drops records written after the checkpoint a run resumes from (they will be rewritten)."""
   if os.path.exists(path):
@@ -133,7 +140,8 @@ class Trainer:
                                                          exp.loop.seed)
     self.sampling = sampling_for(exp.rollout, self.tokenizer)
     self.state = init_train_state(self.model_cfg, exp.optim, params, self.mesh, self.rules)
-    self.ref_params = make_reference(self.model_cfg, self.state.params)   # bf16 under bf16 compute
+    self.ref_params = make_reference(self.model_cfg,   # bf16 under bf16 compute, on the device
+                                     offload.place(self.state.params, offload.DEVICE))
     self._train_steps: dict[float, Any] = {}
     # Every process reads the same global order of questions and takes its rows of each batch.
     self.data = make_prompt_dataset(
@@ -187,14 +195,15 @@ class Trainer:
     params = distributed.fetch(self.state.params)   # every process takes part in the gather
     if distributed.is_chief():
       export_policy(self.model_cfg, params, self.exp.base_model,
-                    os.path.join(self.workdir, EXPORT))
+                    os.path.join(self.workdir, EXPORT), tokenizer=self.exp.tokenizer,
+                    template=self.exp.data.template)
 
   # ------------------------------------------------------------------ one rollout
 
   def _train_step(self, temperature: float):
     if temperature not in self._train_steps:
       self._train_steps[temperature] = make_train_step(
-          self.model_cfg, self.exp.rl, self.exp.optim, self.mesh, self.rules,
+          self.model_cfg, self.exp.rl, self.exp.optim, self.mesh, self.exp.mesh.learner_rules(),
           temperature=temperature)
     return self._train_steps[temperature]
 
@@ -207,27 +216,50 @@ class Trainer:
         temperature=float(scheduled(loop.temperature_schedule, self.step,
                                     self.sampling.temperature)))
 
-  def _rollout_and_learn(self, batch) -> list[dict[str, float]]:
-    exp, g = self.exp, self.exp.rl.num_generations
-    sampling = self._sampling_now()
+  def _sample(self, batch, sampling):
+    """One rollout of `batch`: (scored samples, learner groups, rewards, preference metrics)."""
     rng = jax.random.fold_in(self.seed_key, self.rollouts)
-    start = time.perf_counter()
+    recompute = self.exp.rl.recompute_old_logprobs
+    # optim.offload: the sampler reads a compute-dtype copy while the state waits in host memory.
+    weights, self.state = offload.rollout_phase(self.model_cfg, self.state, self.exp.optim.offload)
     with mesh_lib.use_mesh(self.mesh, self.rules):
-      scored = sample_and_score(self.model_cfg, self.state.params, batch, rng, sampling, g,
-                                self.tokenizer, self.rewards, ref_params=self.ref_params,
-                                num_prompts=exp.data.questions_per_step)
-    rollout_s = time.perf_counter() - start
+      scored = sample_and_score(self.model_cfg, weights, batch, rng, sampling,
+                                self.exp.rl.num_generations, self.tokenizer, self.rewards,
+                                ref_params=self.ref_params,
+                                old_params=weights if recompute else None,
+                                num_prompts=self.exp.data.questions_per_step)
+    self.state = offload.learner_phase(self.state, weights, self.exp.optim.offload)
+    self.rollouts += 1
     groups, rewards, info = scored.groups(), scored.rewards.reward, {}
     if self.preference:
       rewards, info = self.preference.apply(groups, rewards, self.step)
+    return scored, groups, rewards, info
+
+  def _rollout_and_learn(self, batch) -> list[dict[str, float]]:
+    exp, g = self.exp, self.exp.rl.num_generations
+    sampling = self._sampling_now()
+    start = time.perf_counter()
+    scored, groups, rewards, info = self._sample(batch, sampling)
+    rounds = [(groups, rewards)]
+    # DAPO: sample more prompts until the batch holds enough informative groups.
+    while exp.rl.dynamic_sampling and needs_more(exp.rl, rounds, exp.data.questions_per_step):
+      try:
+        rounds.append(self._sample(next(self.data_iter), sampling)[1:3])
+      except StopIteration:
+        break
+    rollout_s = time.perf_counter() - start
     info.update(rollout_metrics(rewards, np.asarray(scored.batch["data_type"]), g))
     info.update({"reward/timeouts": float(scored.rewards.timed_out.sum()),
                  "reward/retries": float(scored.rewards.retried.sum()),
                  "reward/crashes": float(scored.rewards.crashed.sum()),
                  "time/rollout_s": rollout_s, "time/reward_wait_s": scored.reward_wait_s})
-    prepared = prepare(exp.rl, groups, rewards)
+    if exp.rl.dynamic_sampling:   # always questions_per_step groups: one compiled step shape
+      prepared, refill_info = refilled_batch(exp.rl, rounds, exp.data.questions_per_step,
+                                             self.sampling.pad_id)
+      info.update(refill_info)
+    else:
+      prepared = prepare(exp.rl, groups, rewards)
     usable = prepared.num_prompts - prepared.num_prompts % exp.rl.num_minibatches
-    self.rollouts += 1
     if usable == 0:
       logging.warning("rollout %d: no informative groups left after dynamic sampling; no update",
                       self.rollouts)
@@ -237,7 +269,7 @@ class Trainer:
     self.state, self.ref_params, pending = learn(
         self._train_step(sampling.logprob_temperature), self.state, self.ref_params,
         global_batches(minibatches(prepared, exp.rl, seed=exp.loop.seed + self.rollouts),
-                       self.mesh, self.rules), step=self.step,
+                       self.mesh, exp.mesh.learner_rules()), step=self.step,
         last_step=exp.loop.steps, ref_reset_every=exp.rl.ref_reset_every)
     self.step += len(pending)
     records = [dict(m) for m in distributed.fetch(pending)]
@@ -257,10 +289,12 @@ class Trainer:
 
   def evaluate(self) -> dict[str, float]:
     rng = jax.random.fold_in(jax.random.fold_in(self.seed_key, 1 << 30), self.step)
+    weights, self.state = offload.rollout_phase(self.model_cfg, self.state, self.exp.optim.offload)
     with mesh_lib.use_mesh(self.mesh, self.rules):
-      metrics, samples = evaluate(self.model_cfg, self.state.params, self.eval_batch, rng,
+      metrics, samples = evaluate(self.model_cfg, weights, self.eval_batch, rng,
                                   self._sampling_now(), self.tokenizer, self.rewards,
                                   self.exp.eval)
+    self.state = offload.learner_phase(self.state, weights, self.exp.optim.offload)
     k = self.exp.eval.num_samples
     self.eval_writer.write(self.step, metrics)
     for i in range(min(self.exp.loop.log_samples, len(samples) // k)):
@@ -271,9 +305,6 @@ class Trainer:
     return metrics
 
   # ------------------------------------------------------------------ the loop
-
-  def _due(self, every: int, before: int) -> bool:
-    return every > 0 and self.step // every > before // every
 
   def run(self) -> dict[str, Any]:
     loop = self.exp.loop
@@ -295,13 +326,13 @@ class Trainer:
       bar.update(self.step - before)
       bar.set_postfix(reward=f"{records[0].get('reward/mean', float('nan')):.3f}")
       self.wall_time_s += time.perf_counter() - tick
-      if self._due(loop.eval_every, before) or self.step >= loop.steps:
+      if period_due(loop.eval_every, before, self.step) or self.step >= loop.steps:
         tick = time.perf_counter()
         metrics = self.evaluate()
         self.wall_time_s += time.perf_counter() - tick
         logging.info("step %d: pass@1 %.3f cons@k %.3f length %.1f", self.step, metrics["pass@1"],
                      metrics["cons@k"], metrics["response_length"])
-      if self._due(loop.save_every, before) or self.step >= loop.steps:
+      if period_due(loop.save_every, before, self.step) or self.step >= loop.steps:
         self._save()
     bar.close()
     return self.summary()

@@ -1,20 +1,31 @@
-"""Makes the tiny Hugging Face checkpoints and golden logits that tests/models/test_hf.py checks.
+"""Makes the tiny Hugging Face checkpoints and golden logits that tests/models/test_hf*.py check.
 
 Each fixture is a random Qwen2 / Qwen2-MoE / DeepSeek-V2 / DeepSeek-V3 model built with the
 `transformers` PyTorch code,
 saved with `save_pretrained` (safetensors; one of them sharded through `max_shard_size`) next to
 `tokens.npy` (fixed int32 token ids [2, 8]) and `logits.npy` (the model's float32 logits for them).
+The RoPE-scaling fixtures (ROPE_SPECS: linear, dynamic, yarn, llama3, longrope for Qwen2, YaRN for
+a DeepSeek-V3 saved as transformers saves it, without MTP tensors) take tokens [2, 48] that run
+past the original context, with `short_logits.npy` for a prefix inside it.
 Every weight, norm scale and bias is drawn at random (not the HF init, which leaves norms at one and
 biases at zero) so a mis-mapped tensor cannot hide. DeepSeek-V3 fixtures also hold one
 multi-token-prediction layer (transformers builds none, so it is assembled here from its
 `DeepseekV3DecoderLayer`, with `mtp_logits.npy` computed the same way), and `deepseek_v3_fp8` is
 the same model with its projection weights stored as FP8 with per-block scales (its goldens are
 the logits of the dequantised weights). torch is not needed for `make test`; only for
-regenerating, in a separate ignored venv:
+regenerating, in the ignored venv of the benchmarks (r1jax, torch and transformers):
 
-    python3 -m venv .venv-golden
-    .venv-golden/bin/pip install torch==2.13.0 transformers safetensors numpy
-    .venv-golden/bin/python scripts/make_hf_goldens.py            # rewrites tests/models/fixtures/
+    make bench-venv
+    .venv-bench/bin/python scripts/make_hf_goldens.py     # rewrites tests/models/fixtures/ and
+                                                          # tests/fixtures/transformers_export.json
+    .venv-bench/bin/python scripts/make_hf_goldens.py --only qwen2_rope_yarn   # one of them
+
+`transformers_export.json` (in tests/fixtures) records what a transformers user gets from an r1jax
+export with default arguments only: r1jax.policy.export_policy writes the shipped demo model's
+export, which is loaded with AutoTokenizer + AutoModelForCausalLM; for a few R1-Zero prompts it
+keeps `tokenizer(text)`'s ids, `apply_chat_template`'s ids and greedy `generate`'s new tokens,
+which tests/test_policy.py compares with the trainer's prompt ids and r1jax's greedy tokens
+(regenerate it with `--only export` when the export or the demo model changes).
 
 `--verify-export DIR --fixture NAME` loads DIR (e.g. written by `r1jax.models.save_hf`) with
 transformers and checks its logits on that fixture's tokens against the fixture's goldens, to
@@ -26,13 +37,17 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import random
+import re
 import shutil
+import tempfile
 
 import numpy as np
 import torch
 import transformers
 
 FIXTURES = pathlib.Path(__file__).resolve().parent.parent / "tests" / "models" / "fixtures"
+EXPORT_GOLDEN = FIXTURES.parent.parent / "fixtures" / "transformers_export.json"
 TOKENS_SHAPE = (2, 8)
 
 _SMALL = dict(vocab_size=96, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
@@ -70,6 +85,42 @@ SPECS = {
                          tie_word_embeddings=False), "40KB"),
 }
 FP8_BLOCK = [8, 8]  # small blocks so the tiny weights have several, some of them partial
+
+# RoPE scalings, on token ids [2, 48] that run past the original context (32; dynamic NTK starts
+# past max_position_embeddings), with `short_logits.npy` for the first SHORT tokens (inside it:
+# dynamic and longrope then use their unscaled frequencies). Two heads of 16 dims and base 100
+# put rotary pairs on both sides of each scaling's thresholds (YaRN's ramp, llama3's bands).
+ROPE_TOKENS_SHAPE, SHORT = (2, 48), 12
+_ROPE_QWEN = dict(_SMALL, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                  rope_theta=100.0, tie_word_embeddings=True)
+_Q2 = (transformers.Qwen2Config, transformers.Qwen2ForCausalLM)
+ROPE_SPECS = {
+    "qwen2_rope_linear": (*_Q2, dict(_ROPE_QWEN, rope_scaling={"rope_type": "linear", "factor": 2.0})),
+    "qwen2_rope_dynamic": (*_Q2, dict(_ROPE_QWEN, max_position_embeddings=32,
+                                      rope_scaling={"rope_type": "dynamic", "factor": 2.0})),
+    "qwen2_rope_yarn": (*_Q2, dict(_ROPE_QWEN, max_position_embeddings=128, rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})),
+    "qwen2_rope_llama3": (*_Q2, dict(_ROPE_QWEN, max_position_embeddings=128, rope_scaling={
+        "rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 32})),
+    "qwen2_rope_longrope": (*_Q2, dict(_ROPE_QWEN, max_position_embeddings=128, rope_scaling={
+        "rope_type": "longrope", "original_max_position_embeddings": 32,
+        "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
+        "long_factor": [1.0, 1.5, 2.2, 3.0, 4.0, 5.2, 6.6, 8.0]})),
+    # DeepSeek-V3 as transformers saves a YaRN fine-tune: num_nextn_predict_layers=1 in config.json
+    # but no MTP tensors; mscale != mscale_all_dim so both YaRN factors (cos/sin and MLA's softmax
+    # scale) differ from 1, and an untruncated ramp.
+    "deepseek_v3_yarn": (transformers.DeepseekV3Config, transformers.DeepseekV3ForCausalLM, dict(
+        _SMALL, num_hidden_layers=2, num_key_value_heads=4, moe_intermediate_size=16,
+        n_shared_experts=1, n_routed_experts=4, routed_scaling_factor=2.5, kv_lora_rank=16,
+        q_lora_rank=12, qk_rope_head_dim=8, v_head_dim=6, qk_nope_head_dim=8, n_group=2,
+        topk_group=1, num_experts_per_tok=2, first_k_dense_replace=1, norm_topk_prob=True,
+        rope_interleave=True, num_nextn_predict_layers=1, tie_word_embeddings=False,
+        rope_theta=100.0, max_position_embeddings=128, rope_scaling={
+            "type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32,
+            "beta_fast": 32, "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 0.8,
+            "truncate": False})),
+}
 
 
 def _randomize(model: torch.nn.Module, generator: torch.Generator) -> None:
@@ -209,7 +260,8 @@ def _fused(model, per_expert: dict) -> dict:
 
 
 def make(name: str, out_root: pathlib.Path) -> None:
-  config_cls, model_cls, kwargs, shard = SPECS[name]
+  rope = name in ROPE_SPECS
+  config_cls, model_cls, kwargs, shard = SPECS[name] if not rope else (*ROPE_SPECS[name], None)
   torch.manual_seed(0)
   config = config_cls(**kwargs)
   config._attn_implementation = "eager"  # pylint: disable=protected-access
@@ -217,14 +269,19 @@ def make(name: str, out_root: pathlib.Path) -> None:
   generator = torch.Generator().manual_seed(sum(map(ord, name)))
   _randomize(model, generator)
   model.tie_weights()
-  tokens = np.random.RandomState(0).randint(0, config.vocab_size, TOKENS_SHAPE).astype(np.int32)
+  shape = ROPE_TOKENS_SHAPE if rope else TOKENS_SHAPE
+  tokens = np.random.RandomState(0).randint(0, config.vocab_size, shape).astype(np.int32)
   with torch.no_grad():
+    # Short first: transformers' dynamic RoPE keeps the longest length it has seen.
+    short = model(torch.from_numpy(tokens[:, :SHORT]).long()).logits.float().numpy() if rope else None
     logits = model(torch.from_numpy(tokens).long()).logits.float().numpy()
   out = out_root / name
   shutil.rmtree(out, ignore_errors=True)
   save_kwargs = {"max_shard_size": shard} if shard else {}
   model.save_pretrained(out, safe_serialization=True, **save_kwargs)
-  if getattr(config, "num_nextn_predict_layers", 0):
+  if short is not None:
+    np.save(out / "short_logits.npy", short)
+  if getattr(config, "num_nextn_predict_layers", 0) and not rope:
     from safetensors.torch import load_file, save_file  # pylint: disable=g-import-not-at-top
     mtp, mtp_logits = _mtp_layer(model, config, generator, tokens)
     tensors = load_file(out / "model.safetensors") | _per_expert(mtp)
@@ -235,6 +292,45 @@ def make(name: str, out_root: pathlib.Path) -> None:
   size = sum(f.stat().st_size for f in out.iterdir())
   print(f"{name}: {sorted(f.name for f in out.iterdir())}, {size / 1024:.0f} KiB, "
         f"|logits| max {np.abs(logits).max():.2f}")
+
+
+def make_export_golden(out_file: pathlib.Path) -> None:
+  """What transformers' Auto classes, with default arguments, make of the demo model's export."""
+  import os  # pylint: disable=g-import-not-at-top
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  from r1jax.data.tasks.sums import chain_sum  # pylint: disable=g-import-not-at-top
+  from r1jax.data.templates import apply_template  # pylint: disable=g-import-not-at-top
+  from r1jax.models import ModelConfig  # pylint: disable=g-import-not-at-top
+  from r1jax.policy import export_policy, load_policy  # pylint: disable=g-import-not-at-top
+  base, template = "builtin:demo", "r1_zero"
+  cfg, params, _ = load_policy(base, ModelConfig(), "", 0)
+  rng = random.Random(0)
+  questions = [chain_sum(rng, d)[0] for d in (1, 1, 2, 3)]
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    export_policy(cfg, params, base, tmp, template=template)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp).eval()
+    chat = json.loads((pathlib.Path(tmp) / "tokenizer_config.json").read_text())["chat_template"]
+    for q in questions:
+      inputs = tokenizer(apply_template(template, q), return_tensors="pt")
+      chat_ids = tokenizer.apply_chat_template([{"role": "user", "content": q}],
+                                               add_generation_prompt=True, tokenize=True)
+      chat_ids = chat_ids["input_ids"] if hasattr(chat_ids, "keys") else chat_ids
+      with torch.no_grad():
+        out = model.generate(**inputs)
+      rows.append({"question": q, "input_ids": inputs.input_ids[0].tolist(),
+                   "chat_ids": list(chat_ids),
+                   "generated": out[0, inputs.input_ids.shape[1]:].tolist()})
+  out_file.parent.mkdir(parents=True, exist_ok=True)
+  text = json.dumps({"base_model": base, "template": template,
+                     "transformers": transformers.__version__,
+                     "tokenizer_class": type(tokenizer).__name__, "chat_template": chat,
+                     "rows": rows}, indent=1)
+  # Token id lists on one line each.
+  text = re.sub(r"\[\s+([\d,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+  out_file.write_text(text + "\n")
+  print(f"{out_file}: {len(rows)} prompts, generated lengths {[len(r['generated']) for r in rows]}")
 
 
 def verify_export(export_dir: pathlib.Path, fixture: str) -> None:
@@ -252,9 +348,9 @@ def verify_export(export_dir: pathlib.Path, fixture: str) -> None:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", type=pathlib.Path, default=FIXTURES)
-  parser.add_argument("--only", choices=sorted(SPECS), action="append")
+  parser.add_argument("--only", choices=sorted(SPECS | ROPE_SPECS) + ["export"], action="append")
   parser.add_argument("--verify-export", type=pathlib.Path)
-  parser.add_argument("--fixture", choices=sorted(SPECS))
+  parser.add_argument("--fixture", choices=sorted(SPECS | ROPE_SPECS))
   args = parser.parse_args()
   if args.verify_export:
     if not args.fixture:
@@ -262,7 +358,10 @@ def main() -> None:
     verify_export(args.verify_export, args.fixture)
     return
   torch.use_deterministic_algorithms(True)
-  for name in args.only or SPECS:
+  for name in args.only or [*SPECS, *ROPE_SPECS, "export"]:
+    if name == "export":
+      make_export_golden(EXPORT_GOLDEN)
+      continue
     make(name, args.out)
     if name == "deepseek_v3":
       make_fp8(args.out / name, args.out / "deepseek_v3_fp8", np.load(args.out / name / "tokens.npy"))

@@ -11,6 +11,7 @@ from r1jax.experience import EvalConfig, evaluate, sample_and_score, sampling_fo
 from r1jax.models import ModelConfig, init
 from r1jax.rewards.config import RewardConfig
 from r1jax.rewards.service import RewardService
+from r1jax.rl.logprobs import completion_logprobs
 from r1jax.rollout import SamplingConfig
 
 TOK = CharTokenizer()
@@ -59,6 +60,23 @@ def test_reference_of_the_sampling_policy_is_the_samplers_own_logprobs(run):
   groups = run[0].groups()
   mask = groups.completion_mask
   np.testing.assert_allclose(groups.ref_logprobs[mask], groups.old_logprobs[mask], atol=2e-4)
+
+
+def test_recomputed_pi_old_is_the_learners_forward_beside_the_samplers(run):
+  scored, params, batch, rewards = run
+  assert scored.groups().sampler_logprobs is None            # no recompute: pi_old is the sampler's
+  # Other weights than the sampler's, so that the recompute is visible: pi_old is their forward.
+  other = init(CFG, jax.random.key(7))
+  again = sample_and_score(CFG, params, batch, jax.random.key(1), SAMPLING, K, TOK, rewards,
+                           ref_params=params, old_params=other)
+  groups, mask = again.groups(), again.completion_mask()
+  np.testing.assert_array_equal(groups.sampler_logprobs, scored.groups().old_logprobs)
+  want = completion_logprobs(CFG, other, groups.prompt_tokens, groups.prompt_mask,
+                             groups.completion_tokens, temperature=SAMPLING.logprob_temperature)
+  np.testing.assert_allclose(groups.old_logprobs[mask], np.asarray(want)[mask], rtol=1e-5,
+                             atol=1e-5)
+  assert np.abs(groups.old_logprobs - groups.sampler_logprobs)[mask].max() > 0.1
+  assert np.all(groups.old_logprobs[~mask] == 0)
 
 
 def test_without_reference_params_there_is_no_learner_input(run):

@@ -1,7 +1,8 @@
 """Every training job ends with <workdir>/export, through the real command line: the directory loads
 back as a Hugging Face model (config.json + safetensors, read by `load_hf`, whose logits match
 transformers' on the golden files of tests/models/test_hf.py) with a tokenizer the `tokenizers`
-library reads, and its logits equal those of the params in the job's last checkpoint."""
+library reads (adding the trainer's <bos>), and its logits equal those of the params in the job's
+last checkpoint."""
 import json
 import os
 import subprocess
@@ -14,7 +15,11 @@ import orbax.checkpoint as ocp
 import pytest
 import tokenizers
 
+from r1jax.data.pipeline import prompt_token_ids
+from r1jax.data.templates import apply_template
+from r1jax.data.tokenizers import load_tokenizer
 from r1jax.models import load_hf, logits
+from r1jax.policy import resolve
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R1_ZERO = os.path.join(ROOT, "experiments", "r1_zero.py")
@@ -49,6 +54,13 @@ def _assert_export_is_the_final_policy(export, params):
   tokenizer = tokenizers.Tokenizer.from_file(os.path.join(export, "tokenizer.json"))
   ids = tokenizer.encode("<think>3 + 4 = 7</think><answer>7</answer>").ids
   assert len(ids) > 5
+  # Defaults a transformers user gets (tests/test_policy.py runs them through transformers): the
+  # trainer's prompt ids from the tokenizer, its <eos> in generation_config.json.
+  trainer = load_tokenizer(resolve("builtin:demo"))
+  prompt = apply_template("r1_zero", "Compute 3 + 4")
+  assert tokenizer.encode(prompt).ids == prompt_token_ids(prompt, trainer)
+  generation = json.load(open(os.path.join(export, "generation_config.json")))
+  assert (generation["bos_token_id"], generation["eos_token_id"]) == (trainer.bos_id, trainer.eos_id)
   cfg, exported = load_hf(export)
   tokens = np.asarray([ids], np.int32)
   np.testing.assert_allclose(np.asarray(logits(cfg, exported, tokens)),

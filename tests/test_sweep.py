@@ -13,8 +13,8 @@ def test_tiny_kl_clip_sweep_collects_a_table_and_heatmap(tmp_path):
       [sys.executable, os.path.join(ROOT, "launch", "sweep.py"),
        f"--config={os.path.join(ROOT, 'experiments', 'r1_zero.py')}:smoke",
        f"--sweep={os.path.join(ROOT, 'experiments', 'sweeps', 'kl_clip.py')}:tiny",
-       f"--workdir={tmp_path}", "--parallel=2", "--override=loop.steps=2",
-       "--override=optim.total_steps=2"],
+       f"--workdir={tmp_path}", "--parallel=2", "--override=loop.steps=1",
+       "--override=optim.total_steps=1"],   # one step is a run to its end, its KL and eval
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   rows = list(csv.DictReader(open(tmp_path / "results.csv")))

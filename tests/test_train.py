@@ -131,6 +131,20 @@ def test_sigkill_then_resume_repeats_the_uninterrupted_metrics(reference_run, tm
   assert read_jsonl(tmp_path / "eval.jsonl") == read_jsonl(reference / "eval.jsonl")
 
 
+def test_state_in_host_memory_repeats_the_plain_run(reference_run, tmp_path):
+  """`optim.offload=between_updates` through the command line: the float32 master and the Adam
+  moments wait in host memory (through sampling, evaluation and between updates) and the run's
+  metrics and evaluations equal the plain run's, checkpoint included."""
+  reference, _ = reference_run
+  proc = _cli(tmp_path, "optim.offload=between_updates", "loop.steps=2")
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out.decode()[-3000:]
+  assert _stable(read_jsonl(tmp_path / "metrics.jsonl")) == _stable(
+      read_jsonl(reference / "metrics.jsonl"))[:2]
+  assert read_jsonl(tmp_path / "eval.jsonl") == read_jsonl(reference / "eval.jsonl")[:2]
+  assert (tmp_path / "checkpoints" / "2").exists()
+
+
 def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path):
   # An absurd learning rate blows the policy up within a few steps.
   proc = _cli(tmp_path, "optim.lr=1e30", "optim.grad_clip=0", "loop.save_every=1")
@@ -148,7 +162,7 @@ def test_report_renders_plots_and_table(reference_run, tmp_path):
   path, _ = report.write_run_report(str(workdir), control=str(workdir))
   text = open(path).read()
   assert "| run |" in text and "| control |" in text
-  for name in ("accuracy.png", "response_length.png", "reflection.png"):
+  for name in ("accuracy.png", "response_length.png", "reflection.png", report.DIFFICULTY_PLOT):
     assert os.path.getsize(workdir / name) > 1000
 
 
@@ -157,3 +171,17 @@ def test_bad_override_names_the_key(tmp_path):
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode != 0
   assert b"rl.kl_estimator" in out and b"'k1', 'k2', 'k3'" in out
+
+
+def test_length_by_difficulty_table_and_plot(tmp_path):
+  key = "response_length/difficulty="
+  runs = {"run": [{"step": 0, f"{key}1": 10.0, f"{key}3": 30.0},
+                  {"step": 5, f"{key}1": 12.0, f"{key}3": 55.5}],
+          "control": [{"step": 0, f"{key}1": 10.0}, {"step": 5, f"{key}1": 9.0}]}
+  table = report.length_by_difficulty_table(runs).splitlines()
+  assert table[0] == "| run | step | difficulty 1 | difficulty 3 |"
+  assert table[2:] == ["| run | 0 | 10.0 | 30.0 |", "| run | 5 | 12.0 | 55.5 |",
+                       "| control | 0 | 10.0 | - |", "| control | 5 | 9.0 | - |"]
+  assert os.path.getsize(report.plot_length_by_difficulty(runs, str(tmp_path))) > 1000
+  assert report.length_by_difficulty_table({"run": [{"step": 0}]}) == ""
+  assert report.plot_length_by_difficulty({"run": [{"step": 0}]}, str(tmp_path)) is None

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
-from r1jax.data import formats, tasks
+from r1jax.data import formats, preparation_lock, tasks
 from r1jax.data.config import DataConfig
 from r1jax.data.readers import find_split_files, read_rows
 from r1jax.data.schema import DATA_TYPES, SPLITS, DataError
@@ -210,16 +210,32 @@ def make_builder(name: str, config: DataConfig) -> tfds.core.DatasetBuilder:
 
 
 def prepare(builder: tfds.core.DatasetBuilder, config: DataConfig) -> None:
-  """Writes the dataset's ArrayRecord files unless they already exist."""
+  """Writes the dataset's ArrayRecord files unless they already exist (one process; see
+  :func:`prepared` for several)."""
   manual_dir = config.manual_dir or None
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
-
-def prepare_all(config: DataConfig) -> None:
-  """Builds every configured dataset that is missing; on multi-host runs call it on process 0
-  (then wait at a barrier) so that hosts sharing a data dir do not write it at once."""
-  for name in config.datasets:
-    builder = make_builder(name, config)
+def prepared(name: str, config: DataConfig) -> tfds.core.DatasetBuilder:
+  """The builder of dataset `name` with its files on disk, written first where missing (with
+  `config.prepare`). Processes that ask at once, whether of one multi-host run or of several runs
+  sharing the data dir, take turns on a lock file next to the dataset: the first writes it, the
+  others wait (up to `data.prepare_timeout_s`) and then read its copy."""
+  builder = make_builder(name, config)
+  if builder.is_prepared():
+    return builder
+  if not config.prepare:
+    raise DataError(f"dataset {name} is not built in {builder.data_dir}; set data.prepare=True "
+                    "to build it")
+  with preparation_lock.exclusive(f"{builder.data_dir}.lock", f"dataset {name}",
+                                  config.prepare_timeout_s, "data.prepare_timeout_s"):
+    builder = make_builder(name, config)   # read afresh: another process may have written it
     if not builder.is_prepared():
       prepare(builder, config)
+  return builder
+
+
+def prepare_all(config: DataConfig) -> None:
+  """Builds every configured dataset that is missing (safe to call from many processes at once)."""
+  for name in config.datasets:
+    prepared(name, config)

@@ -21,6 +21,8 @@ class DataConfig:
   data_dir: str = ""  # TFDS data dir; "" means TFDS's default (~/tensorflow_datasets)
   manual_dir: str = ""  # user files for real datasets; "" means <data_dir>/downloads/manual
   prepare: bool = True  # build a missing dataset on first use (procedural ones take seconds)
+  # How long a process waits for another one (of this run or another) that is building a dataset.
+  prepare_timeout_s: int = 3600
   # Weights per data type, e.g. (("math", 3), ("code", 1)); empty keeps the natural proportions.
   type_weights: tuple[tuple[str, float], ...] = ()
 
@@ -89,6 +91,7 @@ class DataConfig:
     for key in ("jsonl_name", "jsonl_prompt", "jsonl_gold"):
       if not getattr(self, key):
         raise ConfigError(key, "is empty")
+    check_range("prepare_timeout_s", self.prepare_timeout_s, 1)
     check_choice("template", self.template, TEMPLATE_NAMES)
     check_range("max_prompt_len", self.max_prompt_len, 1)
     check_range("questions_per_step", self.questions_per_step, 1)

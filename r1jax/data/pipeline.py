@@ -58,12 +58,7 @@ def _open_sources(config: DataConfig, split: str) -> list[Any]:
   """TFDS data sources of ``split`` for every configured dataset, built first where allowed."""
   sources = []
   for name in config.datasets:
-    builder = builders.make_builder(name, config)
-    if not builder.is_prepared():
-      if not config.prepare:
-        raise DataError(f"dataset {name} is not built in {builder.data_dir}; set data.prepare=True "
-                        "to build it")
-      builders.prepare(builder, config)
+    builder = builders.prepared(name, config)
     splits = builder.info.splits
     if split not in splits:
       logging.warning("dataset %s has no %r split (it has %s); skipping it", name, split,

@@ -142,6 +142,7 @@ def run(exp, workdir: str) -> dict[str, Any]:
       rng = jax.random.fold_in(jax.random.key(cfg.seed), b)
       scored = sample_and_score(model_cfg, params, batch, rng, sampling, cfg.num_samples,
                                 tokenizer, rewards)
+      scored.fill_texts(tokenizer)   # on several processes, the others' prompts' samples too
       texts += scored.texts
       accuracy += scored.rewards.components["accuracy"].tolist()
   kept, stats = select(cfg, examples, texts, accuracy, exp.rewards.target_language)

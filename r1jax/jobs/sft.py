@@ -21,7 +21,8 @@ from r1jax.sft.train import train_sft
 
 
 def run(exp, workdir: str) -> dict[str, Any]:
-  model_cfg, params, tokenizer = load_policy(exp.base_model, exp.model, exp.tokenizer, exp.sft.seed)
+  model_cfg, params, tokenizer = load_policy(exp.base_model, exp.model, exp.tokenizer, exp.sft.seed,
+                                             mtp_loss=True)
   rows = sft_rows(exp)
   if not rows:
     raise ValueError(f"sft.data {exp.sft.data} gave no examples; a rejection stage that kept "
@@ -30,7 +31,8 @@ def run(exp, workdir: str) -> dict[str, Any]:
   logging.info("SFT on %d examples (%d response tokens)", len(pairs),
                sum(len(c) for _, c in pairs))
   export = lambda params: export_policy(model_cfg, params, exp.base_model,
-                                       os.path.join(workdir, EXPORT))
+                                       os.path.join(workdir, EXPORT), tokenizer=exp.tokenizer,
+                                       template=exp.data.template)
   params = train_sft(model_cfg, exp.sft, exp.optim, pairs, workdir, init_params=params,
                      mesh=mesh_lib.make_mesh(exp.mesh), rules=exp.mesh.rules,
                      on_save=(lambda _, p: export(p)) if exp.sft.export_every_save else None)

@@ -12,8 +12,12 @@ import dataclasses
 import jax.numpy as jnp
 
 from r1jax.config import ConfigError, check_choice, check_range
+from r1jax.models.rope_scaling import Rope, RopeScaling
 
 DTYPES = ("float32", "bfloat16", "float16")
+# How the MoE layer runs, not what its weights are: a checkpoint's config never carries these, so
+# a policy loaded from one keeps the experiment's (`r1jax.policy.load_policy`).
+MOE_RUNTIME_KEYS = ("capacity_factor", "routing_replay", "redundant_experts")
 REMAT = ("none", "full", "dots")
 
 
@@ -44,6 +48,9 @@ class MoEConfig:
   # Routing replay: the sampler records each token's expert ids per MoE layer so the learner's
   # forward can reuse them instead of re-routing (RL with MoE policies).
   routing_replay: bool = False
+  # Redundant experts (DeepSeek-V3 inference): slots per expert-parallel device for copies of the
+  # most loaded experts (`r1jax.models.expert_placement`); the planner shows the imbalance.
+  redundant_experts: int = 0
 
   def validate(self):
     check_range("num_experts", self.num_experts, 1)
@@ -62,6 +69,7 @@ class MoEConfig:
     check_range("topk_group", self.topk_group, 1, self.n_group)
     check_choice("group_score", self.group_score, ("top2_sum", "max"))
     check_range("capacity_factor", self.capacity_factor, 0.0)
+    check_range("redundant_experts", self.redundant_experts, 0, self.num_experts)
     per_group = self.num_experts // self.n_group
     if self.n_group > 1 and self.group_score == "top2_sum" and per_group < 2:
       raise ConfigError("n_group", f"got {self.n_group}; groups are scored by their top-2 experts, "
@@ -103,6 +111,7 @@ class ModelConfig:
   head_dim: int = 16
   ffn_dim: int = 128
   rope_theta: float = 10000.0
+  rope_scaling: RopeScaling = RopeScaling()   # context extension (YaRN, ...) of HF checkpoints
   norm_eps: float = 1e-6
   qkv_bias: bool = False
   tie_embeddings: bool = False
@@ -122,6 +131,11 @@ class ModelConfig:
     if self.num_heads % self.num_kv_heads:
       raise ConfigError("num_kv_heads", f"got {self.num_kv_heads}; must divide num_heads={self.num_heads}")
     check_range("rope_theta", self.rope_theta, 0.0, low_open=True)
+    try:
+      self.rope_scaling.validate()
+      self.rope_scaling.validate_dim(self.head_dim if self.mla is None else self.mla.qk_rope_head_dim)
+    except ConfigError as e:
+      raise e.under("rope_scaling") from None
     check_range("norm_eps", self.norm_eps, 0.0, low_open=True)
     check_choice("param_dtype", self.param_dtype, DTYPES)
     check_choice("compute_dtype", self.compute_dtype, DTYPES)
@@ -147,6 +161,15 @@ class ModelConfig:
   @property
   def num_moe_layers(self) -> int:
     return self.num_layers - self.num_dense_layers
+
+  @property
+  def replays_routes(self) -> bool:
+    """Whether the sampler records each token's experts for the learner to replay."""
+    return bool(self.moe is not None and self.moe.routing_replay and self.num_moe_layers)
+
+  @property
+  def rope(self) -> Rope:
+    return Rope(self.rope_theta, self.rope_scaling, self.max_seq_len)
 
   @property
   def dtype(self):

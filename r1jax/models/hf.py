@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
@@ -161,18 +162,32 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
   tree[path[-1]] = value
 
 
+def _has_mtp_tensors(cfg: ModelConfig, tensors: _Tensors) -> bool:
+  """Whether any tensor of DeepSeek-V3's MTP layers (HF layers num_layers...) is stored."""
+  prefixes = tuple(hf_names.LAYER.format(layer=cfg.num_layers + i) for i in range(cfg.mtp_layers))
+  return any(name.startswith(prefixes) for name in tensors.file_of)
+
+
 def load_hf(path: str | os.PathLike, dtype: str | None = None) -> tuple[ModelConfig, dict]:
-  """Reads a Hugging Face Qwen2 / Qwen2.5 / Qwen2-MoE directory into (ModelConfig, params).
+  """Reads a Hugging Face Qwen2 / Qwen2.5 / Qwen2-MoE / DeepSeek-V2 / V3 directory into
+  (ModelConfig, params).
 
   `dtype` sets the parameter dtype ("float32", "bfloat16", "float16"); by default it is the
   checkpoint's stored dtype. The compute dtype is left at the ModelConfig default (float32);
   choose it with `dataclasses.replace(cfg, compute_dtype=...)`. Parameters are jax arrays on the
-  default device; the MoE selection bias `router_bias` is zero.
+  default device; the MoE selection bias `router_bias` is zero (Qwen2-MoE, DeepSeek-V2). A
+  DeepSeek-V3 checkpoint without its MTP tensors (as transformers saves one) loads with
+  mtp_layers=0, and a log line says so; with some but not all of them it is refused.
   """
   root = pathlib.Path(path)
   hf = _read_config(root)
   cfg = hf_config.from_hf(hf, dtype=dtype, where=str(root / "config.json"))
   tensors = _Tensors(root)
+  if cfg.mtp_layers and not _has_mtp_tensors(cfg, tensors):
+    logging.warning("%s: config.json declares %d MTP layer(s) (num_nextn_predict_layers) but the "
+                    "checkpoint holds no MTP tensors (transformers' save_pretrained drops them): "
+                    "loading the main model with MTP off", root, cfg.mtp_layers)
+    cfg = dataclasses.replace(cfg, mtp_layers=0)
   maps = hf_names.tensor_maps(cfg, hf_config.rope_interleaved(hf))
   _check_tensors(cfg, maps, tensors, root)
   np_dtype = np.dtype(cfg.weight_dtype)
@@ -260,13 +275,16 @@ def _write_shards(tensors, root: pathlib.Path, max_shard_bytes: int) -> None:
 def save_hf(model_cfg: ModelConfig, params: dict, path: str | os.PathLike, *,
             dtype: str | None = None, max_shard_bytes: int = 5 * 2**30,
             bos_token_id: int | None = None, eos_token_id: int | list[int] | None = None,
+            pad_token_id: int | None = None,
             tokenizer_from: str | os.PathLike | None = None) -> None:
-  """Writes params as a Hugging Face Qwen2 (dense) or Qwen2-MoE directory at `path`.
+  """Writes params as a Hugging Face Qwen2 / Qwen2-MoE / DeepSeek-V2 / V3 directory at `path`.
 
   `dtype` is the stored dtype (default: the config's param dtype). Files larger than
-  `max_shard_bytes` in total are split into shards with an index. `tokenizer_from` copies the
-  tokenizer files found in that directory, so the result can be served as it is. Every process
-  must call this (parameters spread over hosts are gathered); only process 0 writes.
+  `max_shard_bytes` in total are split into shards with an index. The token ids go into
+  config.json and generation_config.json, which also sets `max_length` to the model's context
+  (transformers' generate otherwise stops at 20 tokens). `tokenizer_from` copies the tokenizer
+  files found in that directory, so the result can be served as it is. Every process must call
+  this (parameters spread over hosts are gathered); only process 0 writes.
   """
   cfg, params = _export_tree(model_cfg, params)
   dtype = dtype or cfg.param_dtype
@@ -302,10 +320,10 @@ def save_hf(model_cfg: ModelConfig, params: dict, path: str | os.PathLike, *,
   for stale in (SINGLE, INDEX, *(f.name for f in root.glob("model-*-of-*.safetensors"))):
     (root / stale).unlink(missing_ok=True)
   _write_shards(tensors(), root, max_shard_bytes)
-  hf = hf_config.to_hf(cfg, dtype=dtype, bos_token_id=bos_token_id, eos_token_id=eos_token_id)
+  ids = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
+  hf = hf_config.to_hf(cfg, dtype=dtype, **ids)
   (root / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
-  generation = {k: v for k, v in (("bos_token_id", bos_token_id), ("eos_token_id", eos_token_id))
-                if v is not None}
+  generation = {k: v for k, v in ids.items() if v is not None} | {"max_length": cfg.max_seq_len}
   (root / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
   if tokenizer_from is not None:
     for name in TOKENIZER_FILES:

@@ -3,17 +3,22 @@ DeepSeek-V3) and our ModelConfig.
 
 :func:`from_hf` accepts both the classic keys (`rope_theta`, `rope_scaling`, `torch_dtype`) that
 published Qwen checkpoints use and the `rope_parameters` / `dtype` keys of transformers 5. Anything
-our model cannot reproduce exactly — another architecture, RoPE scaling, sliding-window attention,
-another activation, dense layers that are not the first k — raises :class:`HFCheckpointError`
-naming the key and the file. :func:`to_hf` writes the classic keys, which old and new readers
-(transformers, vLLM, SGLang) all accept.
+our model cannot reproduce exactly — another architecture, a RoPE scaling other than
+linear / dynamic / yarn / llama3 / longrope, sliding-window attention, another activation, dense
+layers that are not the first k — raises :class:`HFCheckpointError` naming the key and the file.
+:func:`to_hf` writes the classic keys, which old and new readers (transformers, vLLM, SGLang) all
+accept.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from absl import logging
+
+from r1jax.config import ConfigError
 from r1jax.models.config import DTYPES, MLAConfig, ModelConfig, MoEConfig
+from r1jax.models.rope_scaling import NEEDS_ORIGINAL, RopeScaling
 
 QWEN2 = "Qwen2ForCausalLM"
 QWEN2_MOE = "Qwen2MoeForCausalLM"
@@ -38,13 +43,82 @@ def _architecture(hf: dict[str, Any], where: str) -> str:
   return arch
 
 
-def _rope_theta(hf: dict[str, Any], where: str) -> float:
-  rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-  kind = rope.get("rope_type", rope.get("type", "default"))
-  if kind != "default":
-    raise HFCheckpointError(f"{where}: RoPE scaling {kind!r} ({rope}) is not supported; "
-                            "only plain RoPE ('default')")
-  return float(rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
+# HF rope_scaling keys of each kind (transformers' validation lists) -> our RopeScaling field.
+_ROPE_KEYS = {
+    "default": {},
+    "linear": {"factor": "factor"},
+    "dynamic": {"factor": "factor"},
+    "yarn": {"factor": "factor", "original_max_position_embeddings": "original_max_len",
+             "attention_factor": "attention_factor", "beta_fast": "beta_fast",
+             "beta_slow": "beta_slow", "mscale": "mscale", "mscale_all_dim": "mscale_all_dim",
+             "truncate": "truncate"},
+    "llama3": {"factor": "factor", "original_max_position_embeddings": "original_max_len",
+               "low_freq_factor": "low_freq_factor", "high_freq_factor": "high_freq_factor"},
+    "longrope": {"short_factor": "short_factor", "long_factor": "long_factor",
+                 "original_max_position_embeddings": "original_max_len",
+                 "attention_factor": "attention_factor", "factor": "factor"},
+}
+_ROPE_REQUIRED = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor",),
+                  "llama3": ("factor", "low_freq_factor", "high_freq_factor"),
+                  "longrope": ("short_factor", "long_factor")}
+
+
+def _rope(hf: dict[str, Any], where: str) -> tuple[float, RopeScaling]:
+  """(rope_theta, scaling) from `rope_scaling` / `rope_parameters`, read as transformers reads them:
+  the original context defaults to max_position_embeddings (a top-level
+  original_max_position_embeddings wins), unset yarn betas are 32 / 1."""
+  rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+  kind = rope.pop("rope_type", None) or rope.get("type") or "default"
+  rope.pop("type", None)
+  theta = float(rope.pop("rope_theta", None) or hf.get("rope_theta") or 10000.0)
+  partial = rope.pop("partial_rotary_factor", None) or hf.get("partial_rotary_factor") or 1.0
+  if partial != 1.0:
+    raise HFCheckpointError(f"{where}: partial_rotary_factor={partial} is not supported; RoPE on "
+                            "the whole head (1.0) only")
+  if kind not in _ROPE_KEYS:
+    raise HFCheckpointError(f"{where}: RoPE scaling {kind!r} is not supported; supported: "
+                            f"{', '.join(_ROPE_KEYS)}")
+  keys = _ROPE_KEYS[kind]
+  unknown = sorted(set(rope) - keys.keys())
+  if unknown:   # transformers ignores them too, with the same warning
+    logging.warning("%s: rope_scaling keys %s are not used by %r scaling (read: %s); ignored",
+                    where, unknown, kind, ", ".join(keys) or "none")
+  missing = [k for k in _ROPE_REQUIRED.get(kind, ()) if rope.get(k) is None]
+  if missing:
+    raise HFCheckpointError(f"{where}: {kind!r} RoPE scaling needs rope_scaling keys {missing}")
+  values = {field: rope[key] for key, field in keys.items() if rope.get(key) is not None}
+  if kind in NEEDS_ORIGINAL:
+    values["original_max_len"] = int(hf.get("original_max_position_embeddings")
+                                     or values.get("original_max_len")
+                                     or hf.get("max_position_embeddings"))
+  if kind == "yarn":   # transformers: `beta or default`, so a 0 means the default too
+    values["beta_fast"] = values.get("beta_fast") or 32.0
+    values["beta_slow"] = values.get("beta_slow") or 1.0
+  if kind == "longrope" and "factor" not in values:   # transformers' implicit factor
+    values["factor"] = hf["max_position_embeddings"] / values["original_max_len"]
+  try:
+    for field, value in values.items():   # JSON ints where floats are meant; lists as tuples
+      kind_of = type(getattr(RopeScaling(), field))
+      values[field] = tuple(map(float, value)) if kind_of is tuple else kind_of(value)
+  except (TypeError, ValueError) as e:
+    raise HFCheckpointError(f"{where}: rope_scaling {rope}: {e}") from None
+  return theta, RopeScaling(kind=kind, **values)
+
+
+def _rope_to_hf(s: RopeScaling) -> dict[str, Any] | None:
+  """`rope_scaling` for config.json (None for plain RoPE): the kind's keys that change results."""
+  if s.kind == "default":
+    return None
+  fields = {field: key for key, field in _ROPE_KEYS[s.kind].items()}
+  out = {"rope_type": s.kind, "type": s.kind}   # older readers know only "type"
+  for field, key in fields.items():
+    value = getattr(s, field)
+    if field in ("attention_factor", "mscale", "mscale_all_dim") and not value:
+      continue   # unset: derived by the reader
+    if field == "truncate" and value:
+      continue   # the default; older readers do not know the key
+    out[key] = list(value) if isinstance(value, tuple) else value
+  return out
 
 
 def _check_full_attention(hf: dict[str, Any], where: str) -> None:
@@ -87,6 +161,7 @@ def _deepseek(hf: dict[str, Any], arch: str, dtype: str | None, where: str) -> M
   if hf.get("attention_bias"):
     raise HFCheckpointError(f"{where}: attention_bias=true is not supported (DeepSeek models have none)")
   v3 = arch == DEEPSEEK_V3
+  theta, scaling = _rope(hf, where)
   heads, num_layers = hf["num_attention_heads"], hf["num_hidden_layers"]
   mla = MLAConfig(kv_lora_rank=hf["kv_lora_rank"], q_lora_rank=hf.get("q_lora_rank") or 0,
                   qk_nope_head_dim=hf["qk_nope_head_dim"], qk_rope_head_dim=hf["qk_rope_head_dim"],
@@ -121,7 +196,7 @@ def _deepseek(hf: dict[str, Any], arch: str, dtype: str | None, where: str) -> M
   return ModelConfig(
       vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=num_layers, num_heads=heads,
       num_kv_heads=heads, head_dim=mla.qk_head_dim, ffn_dim=hf["intermediate_size"],
-      rope_theta=_rope_theta(hf, where), norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=False,
+      rope_theta=theta, rope_scaling=scaling, norm_eps=hf.get("rms_norm_eps", 1e-6), qkv_bias=False,
       tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
       max_seq_len=hf.get("max_position_embeddings", 4096), param_dtype=dtype or _dtype(hf),
       moe=moe, mla=mla, mtp_layers=(hf.get("num_nextn_predict_layers") or 0) if v3 else 0)
@@ -138,15 +213,15 @@ def from_hf(hf: dict[str, Any], *, dtype: str | None = None, where: str = "confi
       cfg = _deepseek(hf, arch, dtype, where)
     except KeyError as e:
       raise HFCheckpointError(f"{where}: missing key {e.args[0]!r} for {arch}") from None
-    cfg.validate()
-    return cfg
+    return _validated(cfg, where)
   try:
+    theta, scaling = _rope(hf, where)
     heads = hf["num_attention_heads"]
     num_layers = hf["num_hidden_layers"]
     kwargs = dict(vocab_size=hf["vocab_size"], dim=hf["hidden_size"], num_layers=num_layers,
                   num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
                   head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-                  ffn_dim=hf["intermediate_size"], rope_theta=_rope_theta(hf, where),
+                  ffn_dim=hf["intermediate_size"], rope_theta=theta, rope_scaling=scaling,
                   norm_eps=hf.get("rms_norm_eps", 1e-6),
                   qkv_bias=bool(hf.get("qkv_bias", True)),  # Qwen2 always has it; Qwen2-MoE (v5) may not
                   tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
@@ -163,8 +238,14 @@ def from_hf(hf: dict[str, Any], *, dtype: str | None = None, where: str = "confi
           balance="none", aux_loss_coef=0.0)
   except KeyError as e:
     raise HFCheckpointError(f"{where}: missing key {e.args[0]!r} for {arch}") from None
-  cfg = ModelConfig(**kwargs)
-  cfg.validate()
+  return _validated(ModelConfig(**kwargs), where)
+
+
+def _validated(cfg: ModelConfig, where: str) -> ModelConfig:
+  try:
+    cfg.validate()
+  except ConfigError as e:
+    raise HFCheckpointError(f"{where}: {e.key}: {e.message}") from None
   return cfg
 
 
@@ -226,8 +307,8 @@ def _to_deepseek(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
         "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.num_heads, "hidden_act": "silu",
         "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta, "rope_scaling": None, "attention_bias": False,
-        "tie_word_embeddings": False, "torch_dtype": dtype, "use_cache": True,
+        "rope_theta": cfg.rope_theta, "rope_scaling": _rope_to_hf(cfg.rope_scaling),
+        "attention_bias": False, "tie_word_embeddings": False, "torch_dtype": dtype, "use_cache": True,
         "kv_lora_rank": mla.kv_lora_rank, "q_lora_rank": mla.q_lora_rank or None,
         "qk_nope_head_dim": mla.qk_nope_head_dim, "qk_rope_head_dim": mla.qk_rope_head_dim,
         "v_head_dim": mla.v_head_dim, "first_k_dense_replace": cfg.num_dense_layers}
@@ -246,21 +327,22 @@ def _to_deepseek(cfg: ModelConfig, dtype: str) -> dict[str, Any]:
   return hf
 
 
-def to_hf(cfg: ModelConfig, *, dtype: str, bos_token_id=None, eos_token_id=None) -> dict[str, Any]:
+def to_hf(cfg: ModelConfig, *, dtype: str, bos_token_id=None, eos_token_id=None,
+          pad_token_id=None) -> dict[str, Any]:
   """config.json contents for `cfg` (call :func:`check_exportable` first)."""
+  ids = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
   if cfg.mla is not None:
-    return _to_deepseek(cfg, dtype) | {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
+    return _to_deepseek(cfg, dtype) | ids
   hf = {"architectures": [QWEN2 if cfg.moe is None else QWEN2_MOE],
         "model_type": "qwen2" if cfg.moe is None else "qwen2_moe",
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
         "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
         "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim, "hidden_act": "silu",
         "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta, "rope_scaling": None,
+        "rope_theta": cfg.rope_theta, "rope_scaling": _rope_to_hf(cfg.rope_scaling),
         "tie_word_embeddings": cfg.tie_embeddings, "use_sliding_window": False,
         "sliding_window": None, "max_window_layers": cfg.num_layers, "attention_dropout": 0.0,
-        "use_cache": True, "initializer_range": 0.02, "torch_dtype": dtype,
-        "bos_token_id": bos_token_id, "eos_token_id": eos_token_id}
+        "use_cache": True, "initializer_range": 0.02, "torch_dtype": dtype} | ids
   if cfg.moe is not None:
     m = cfg.moe
     hf |= {"num_experts": m.num_experts, "num_experts_per_tok": m.top_k,

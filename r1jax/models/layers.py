@@ -20,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from r1jax.mesh import constrain, current_mesh, current_rules, logical_spec, row_axes
+from r1jax.mesh import (constrain, current_mesh, current_rules, length_axes, logical_spec,
+                        row_axes)
+from r1jax.models import rope_scaling
 
 NEG_INF = -1e30
 
@@ -32,12 +34,12 @@ def rms_norm(x, weight, eps):
 
 
 def rope(x, positions, theta):
-  """Rotary embedding on [B, T, heads, head_dim] at integer positions [B, T]."""
-  half = x.shape[-1] // 2
-  freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / x.shape[-1]))
+  """Rotary embedding on [B, T, heads, head_dim] at integer positions [B, T]; `theta` is the base
+  (plain RoPE) or a `rope_scaling.Rope` (a checkpoint's context extension: YaRN, ...)."""
+  freq, scale = rope_scaling.frequencies(theta, x.shape[-1], positions)
   angles = positions.astype(jnp.float32)[..., None] * freq          # [B, T, half]
-  cos = jnp.cos(angles)[:, :, None, :]
-  sin = jnp.sin(angles)[:, :, None, :]
+  cos = (jnp.cos(angles) * scale)[:, :, None, :]
+  sin = (jnp.sin(angles) * scale)[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x.dtype)
@@ -219,22 +221,23 @@ MLP_CHUNK = 4096
 def swiglu(params, x, dtype):
   """SwiGLU over [B, T, D]. Past MLP_CHUNK positions, on a mesh whose model-parallel axes leave
   the hidden units whole, it runs in rematerialised pieces along T, each device on its own rows
-  (`shard_map`), so the weights' gradient is summed over devices once, not once per piece. The
-  feed-forward is position-wise: the pieces compute exactly the whole."""
+  (and its own positions under sequence parallelism) in `shard_map`, so the weights' gradient is
+  summed over devices once, not once per piece. The feed-forward is position-wise: the pieces
+  compute exactly the whole."""
   t, mesh = x.shape[1], current_mesh()
   if t <= MLP_CHUNK or mesh is None or mesh.size == 1:
     return _swiglu(params, x, dtype)
   whole = logical_spec(("mlp",), params["gate"].shape[1:], mesh, current_rules())[0] is None
-  axes = row_axes(x.shape[0])
-  if not whole or not axes:
+  axes, seq = row_axes(x.shape[0]), length_axes(t)   # own rows, and own positions if split
+  if not whole or not axes + seq:
     return _swiglu(params, x, dtype)
 
   def local(params, x):
-    params = jax.tree.map(lambda w: jax.lax.pcast(w, axes, to="varying"), params)
+    params = jax.tree.map(lambda w: jax.lax.pcast(w, axes + seq, to="varying"), params)
     piece = jax.checkpoint(functools.partial(_swiglu, dtype=dtype, constrained=False))
     return jnp.concatenate([piece(params, x[:, i:i + MLP_CHUNK])
-                            for i in range(0, t, MLP_CHUNK)], axis=1)
-  rows = PartitionSpec(axes)
+                            for i in range(0, x.shape[1], MLP_CHUNK)], axis=1)
+  rows = PartitionSpec(axes or None, seq or None)
   weights = {k: params[k] for k in ("gate", "up", "down")}
   return jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(), rows),
                        out_specs=rows)(weights, x)

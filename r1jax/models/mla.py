@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.mesh import constrain
-from r1jax.models import layers
+from r1jax.models import decode_attention, layers, rope_scaling
 from r1jax.models.config import MLAConfig
 
 NEG_INF = -1e30
@@ -58,6 +58,8 @@ def project(p, x, positions, m: MLAConfig, theta, dtype):
   else:
     q = jnp.einsum("btd,dhk->bthk", x, p["q"].astype(dtype))
   q = constrain(q, ("batch", "length", "act_heads", "head_dim"))
+  if rope_scaling.softmax_factor(theta) != 1.0:   # YaRN's mscale^2 on every score (DeepSeek)
+    q = q * rope_scaling.softmax_factor(theta)
   q_nope, q_pe = q[..., :m.qk_nope_head_dim], q[..., m.qk_nope_head_dim:]
   kv = jnp.einsum("btd,dr->btr", x, p["kv_a"].astype(dtype))
   c = layers.rms_norm(kv[..., :m.kv_lora_rank], p["kv_a_norm"], LORA_NORM_EPS)
@@ -137,8 +139,8 @@ def attention(p, x, positions, mask, kv, prefix, index, m: MLAConfig, theta, dty
     prefix = (prefix[0][:, :, 0].astype(dtype), prefix[1][:, :, 0].astype(dtype), prefix[2])
   if kv is not None:
     ck, cv = kv
-    kv = (jax.lax.dynamic_update_slice(ck, c[:, :, None].astype(ck.dtype), (0, index, 0, 0)),
-          jax.lax.dynamic_update_slice(cv, k_pe[:, :, None].astype(cv.dtype), (0, index, 0, 0)))
+    kv = (decode_attention.write(ck, c[:, :, None].astype(ck.dtype), index),
+          decode_attention.write(cv, k_pe[:, :, None].astype(cv.dtype), index))
     c, k_pe = kv[0][:, :, 0].astype(dtype), kv[1][:, :, 0].astype(dtype)
   if kv is not None and x.shape[1] == 1:
     dense = mask.dense() if hasattr(mask, "dense") else mask

@@ -9,8 +9,10 @@ optionally renormalised and scaled. With routing replay the expert ids come from
 device sends its token copies to the devices that own their experts with fixed-size
 `all_to_all`s of at most `capacity_factor` x the balanced share per owner, in as many rounds as
 the busiest owner needs (dropless; see `_routed`), computes, and sends the results back. Expert
-counts that do not divide the expert mesh axes are an error, never silently replicated. Which mesh axes those are is
-read from the logical-axis rules (`expert`, `expert_mlp`, `batch`), never named here.
+counts that do not divide the expert mesh axes are an error, never silently replicated. Which
+mesh axes those are is read from the logical-axis rules (`expert`, `expert_mlp`, `batch`), never
+named here. With redundant experts (`expert_placement`) each device also holds copies of hot
+experts, and a hot expert's token copies are split between its copies.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from r1jax import mesh as mesh_lib
 from r1jax.models import layers
@@ -77,8 +80,19 @@ def _expert_compute(experts, recv, recv_ids, local, dtype, tensor_axis):
   return y
 
 
-def _routed(experts, x, weights, ids, *, num_experts, dtype, shards=1, expert_axis=None,
-            tensor_axis=None, capacity_factor=0.0):
+def _to_copies(ids, replicas, copies):
+  """Expert ids [n, k] -> the physical slots of their copies: the copies of one expert on this
+  device go to its replicas in turn, so a hot expert's tokens split evenly between them."""
+  flat = ids.reshape(-1)
+  order = jnp.argsort(flat, stable=True)
+  ranked = flat[order]
+  first = jnp.searchsorted(ranked, ranked, side="left")          # where each expert's run starts
+  rank = jnp.zeros_like(flat).at[order].set(jnp.arange(flat.shape[0]) - first)
+  return replicas[flat, rank % copies[flat]].reshape(ids.shape)
+
+
+def _routed(experts, x, weights, ids, replicas=None, copies=None, *, num_experts, dtype, shards=1,
+            expert_axis=None, tensor_axis=None, capacity_factor=0.0):
   """Sorted, dropless expert computation for the tokens of one device (or of all, unsharded).
 
   Token copies are sent to their expert's owner in rounds of at most `capacity` copies per
@@ -86,9 +100,15 @@ def _routed(experts, x, weights, ids, *, num_experts, dtype, shards=1, expert_ax
   Rounds run only while some device still has copies left (a psum'd predicate), so nothing is
   dropped and balanced routing costs one round; each round is rematerialised in the backward
   pass, so no buffer ever has the worst-case size shards x n*k.
+
+  With redundant experts (`replicas` [E, R], `copies` [E] of a `expert_placement.Placement`),
+  `experts` and `num_experts` are the physical slots and each copy goes to one of its expert's
+  replicas.
   """
   n, d = x.shape
   k = ids.shape[1]
+  if replicas is not None:
+    ids = _to_copies(ids, replicas, copies)
   local = num_experts // shards
   flat = ids.reshape(-1)
   order = jnp.argsort(flat, stable=True)                 # copies grouped by owner, then expert
@@ -135,9 +155,17 @@ def _routed(experts, x, weights, ids, *, num_experts, dtype, shards=1, expert_ax
   return jnp.einsum("nkd,nk->nd", copies.reshape(n, k, d), weights.astype(out.dtype))
 
 
-def _expert_parallel(experts, x, weights, ids, *, num_experts, dtype, capacity_factor=0.0):
+def _expert_parallel(experts, x, weights, ids, *, num_experts, dtype, capacity_factor=0.0,
+                     placement=None):
   mesh = mesh_lib.current_mesh()
-  plain = functools.partial(_routed, experts, x, weights, ids, num_experts=num_experts, dtype=dtype)
+  tables = ()
+  if placement is not None:   # the physical slots: each device's own experts, then its copies
+    slots = jnp.maximum(jnp.asarray(placement.slots).reshape(-1), 0)   # an empty slot: unused
+    experts = jax.tree.map(lambda w: w[slots], experts)
+    tables = (jnp.asarray(placement.replicas), jnp.asarray(placement.copies))
+    num_experts = placement.slots.size
+  plain = functools.partial(_routed, experts, x, weights, ids, *tables, num_experts=num_experts,
+                            dtype=dtype)
   if mesh is None:
     return plain()
   rules = mesh_lib.current_rules()
@@ -155,19 +183,28 @@ def _expert_parallel(experts, x, weights, ids, *, num_experts, dtype, capacity_f
     return plain()
   token_spec = mesh_lib.logical_spec(("batch", None), x.shape, mesh, rules)
   shards = math.prod(mesh.shape[a] for a in ((e_axis,) if isinstance(e_axis, str) else e_axis or ()))
-  in_specs = ({"gate": up, "up": up, "down": down}, token_spec, token_spec, token_spec)
+  if placement is not None and placement.shards != shards:
+    raise ValueError(f"expert placement for {placement.shards} devices; the expert mesh axes "
+                     f"{e_axis} have {shards}")
+  replicated = (PartitionSpec(),) * len(tables)
+  in_specs = ({"gate": up, "up": up, "down": down}, token_spec, token_spec, token_spec,
+              *replicated)
   fn = functools.partial(_routed, num_experts=num_experts, dtype=dtype, expert_axis=e_axis,
                          shards=shards, tensor_axis=t_axis, capacity_factor=capacity_factor)
   return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=token_spec,
-                       check_vma=False)(experts, x, weights, ids)
+                       check_vma=False)(experts, x, weights, ids, *tables)
 
 
-def moe_ffn(params, x, cfg: MoEConfig, dtype, replay_ids=None):
+def moe_ffn(params, x, cfg: MoEConfig, dtype, replay_ids=None, placement=None):
   """x [B, T, D] -> (y [B, T, D], aux).
+
+  placement: an `expert_placement.Placement` (redundant copies of hot experts over the expert
+  mesh axes); the output is the same, the tokens per device fewer on the busiest.
 
   aux: expert_load [E], aux_loss scalar, expert_ids [B, T, k] (the experts used), and
   replay_mismatch, the share of router decisions this forward would have made differently from
-  `replay_ids` [B, T, k] (0 without replay).
+  `replay_ids` [B, T, k] (0 without replay), and per token [B, T] as replay_mismatch_tokens
+  (so that a caller can leave out positions that were never sampled).
   """
   b, t, d = x.shape
   flat = x.reshape(b * t, d)
@@ -179,7 +216,8 @@ def moe_ffn(params, x, cfg: MoEConfig, dtype, replay_ids=None):
     """The routed experts of a [B, t', D] piece (tokens are routed independently)."""
     return _expert_parallel(params["experts"], xp.reshape(-1, d), wp.reshape(-1, k),
                             ip.reshape(-1, k), num_experts=cfg.num_experts, dtype=dtype,
-                            capacity_factor=cfg.capacity_factor).reshape(b, -1, d)
+                            capacity_factor=cfg.capacity_factor,
+                            placement=placement).reshape(b, -1, d)
 
   w3, i3 = weights.reshape(b, t, k), ids.reshape(b, t, k)
   if t <= layers.MLP_CHUNK:
@@ -197,9 +235,17 @@ def moe_ffn(params, x, cfg: MoEConfig, dtype, replay_ids=None):
   aux_loss = cfg.num_experts * jnp.sum(load / ids.size * jnp.mean(scores, 0))
   # A decision differs when an expert the router picks now is not among the replayed ones.
   same = jnp.any(fresh[:, :, None] == ids[:, None, :], axis=-1)
-  mismatch = jnp.mean((~same).astype(jnp.float32))
+  changed = jnp.mean((~same).astype(jnp.float32), -1).reshape(b, t)
+  mismatch = jnp.mean(changed)
   return y.astype(x.dtype), {"expert_load": load, "aux_loss": aux_loss,
-                             "expert_ids": ids.reshape(b, t, cfg.top_k), "replay_mismatch": mismatch}
+                             "expert_ids": ids.reshape(b, t, cfg.top_k),
+                             "replay_mismatch": mismatch, "replay_mismatch_tokens": changed}
+
+
+def replay_ids_dtype(num_experts: int):
+  """The narrowest integer dtype holding expert ids below `num_experts`: replayed routes are
+  num_moe_layers x top_k ids per token, so the learner batch keeps them compact."""
+  return jnp.uint8 if num_experts <= 256 else jnp.int16 if num_experts <= 32768 else jnp.int32
 
 
 def balance_bias_update(router_bias, expert_load, rate):

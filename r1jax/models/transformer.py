@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from r1jax.mesh import constrain
-from r1jax.models import layers, mla, moe
+from r1jax.models import decode_attention, layers, mla, moe, sequence_parallel
 from r1jax.models.config import ModelConfig
 
 Params = dict[str, Any]
@@ -162,34 +162,40 @@ def _self_mask(cfg, tokens, segment_ids, token_mask, cache):
     mask, written = layers.Mask.make(valid, steps, steps, segment_ids, segment_ids,
                                      plain_causal=segment_ids is None), None
   else:
-    written = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, cache.index))
-    mask = layers.Mask.make(written, cache.index + steps, jnp.arange(cache.length)[None])
+    written = decode_attention.write(cache.mask, token_mask, cache.index)
+    mask = layers.Mask.make(written, jnp.reshape(cache.index, (-1, 1)) + steps,
+                            jnp.arange(cache.length)[None])
   return mask, written
 
 
-def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index, replay=None):
+def _block(cfg: ModelConfig, kind: str, p, x, positions, mask, kv, prefix, index, replay=None,
+           decode_block=0):
   dtype = cfg.dtype
   h = layers.rms_norm(x, p["attn_norm"], cfg.norm_eps)
   if cfg.mla is not None:
     out, kv = mla.attention(p["attn"], h, positions, mask, kv, prefix, index, cfg.mla,
-                            cfg.rope_theta, dtype)
+                            cfg.rope, dtype)
     return _block_ffn(cfg, kind, p, x + out, replay, kv)
-  q, k, v = layers.project_qkv(p["attn"], h, positions, cfg.num_kv_heads, cfg.rope_theta, dtype)
+  q, k, v = layers.project_qkv(p["attn"], h, positions, cfg.num_kv_heads, cfg.rope, dtype)
   if prefix is not None:
     prefix = (prefix[0].astype(dtype), prefix[1].astype(dtype), prefix[2])
   if kv is not None:
     ck, cv = kv
     k, v = k.astype(ck.dtype), v.astype(cv.dtype)
-    kv = (jax.lax.dynamic_update_slice(ck, k, (0, index, 0, 0)),
-          jax.lax.dynamic_update_slice(cv, v, (0, index, 0, 0)))
+    kv = (decode_attention.write(ck, k, index), decode_attention.write(cv, v, index))
     if k.shape[1] == 1:  # decode step: the cache as it was, plus this token
-      earlier = mask.dense()[:, 0] & (jnp.arange(ck.shape[1]) != index)
-      out = layers.attend_step(q, k.astype(dtype), v.astype(dtype), ck.astype(dtype),
-                               cv.astype(dtype), earlier, prefix)
+      earlier = mask.dense()[:, 0] & (jnp.arange(ck.shape[1]) != jnp.reshape(index, (-1, 1)))
+      if decode_block:   # only the filled blocks: every earlier slot lies below `index`
+        out = decode_attention.attend_filled(q, k, v, ck, cv, earlier, index, prefix,
+                                             block=decode_block)
+      else:
+        out = layers.attend_step(q, k.astype(dtype), v.astype(dtype), ck.astype(dtype),
+                                 cv.astype(dtype), earlier, prefix)
     else:
-      out = layers.attend(q, kv[0].astype(dtype), kv[1].astype(dtype), mask, prefix)
+      out = sequence_parallel.attend(q, kv[0].astype(dtype), kv[1].astype(dtype), mask,
+                                     prefix)
   else:
-    out = layers.attend(q, k, v, mask, prefix)
+    out = sequence_parallel.attend(q, k, v, mask, prefix)   # split by position on request
   x = x + layers.output_projection(p["attn"], out, dtype)
   return _block_ffn(cfg, kind, p, x, replay, kv)
 
@@ -256,13 +262,18 @@ def _unrolled(layer, x, stack_params, caches, prefixes, replay=None):
 
 def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_ids=None,
           token_mask=None, cache: KVCache | None = None, prefix: KVCache | None = None,
-          expert_ids=None):
+          expert_ids=None, decode_block: int = 0):
   """Final normalised hidden states [B, T, D], the updated cache, and MoE aux outputs.
+
+  cache.index may be [B] int32, a slot per row (rows at different steps). decode_block: for
+  one-token decode steps, attend in blocks of this many cache slots, only up to the highest
+  filled one (`decode_attention.attend_filled`; MLA layers read the whole cache).
 
   expert_ids: optional [num_moe_layers, B, T, top_k] routing replay (as recorded by the sampler,
   aux["expert_ids"]): the MoE layers use these experts instead of routing afresh.
   aux: aux_loss, expert_load (of the last MoE layer), expert_ids [num_moe_layers, B, T, top_k]
-  (None without MoE) and replay_mismatch (share of decisions that routing would have changed).
+  (None without MoE) and replay_mismatch (share of decisions that routing would have changed;
+  per token, averaged over the MoE layers, in replay_mismatch_tokens [B, T], None without MoE).
   """
   b, t = tokens.shape
   if token_mask is None:
@@ -273,7 +284,7 @@ def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_i
   mask, written = _self_mask(cfg, tokens, segment_ids, token_mask, cache)
   x = constrain(params["embed"].astype(cfg.dtype)[tokens], ("batch", "length", "act_embed"))
   aux_loss = jnp.zeros((), jnp.float32)
-  expert_load = routes = None
+  expert_load = routes = mismatch_tokens = None
   mismatch = jnp.zeros((), jnp.float32)
   new_k, new_v = {}, {}
   for stack in _stack_sizes(cfg):
@@ -281,7 +292,7 @@ def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_i
       p = _gathered(cfg, stack, p)
       pre = None if pk is None else (pk, pv, prefix.mask)
       return _block(cfg, stack, p, x, positions, mask, kv, pre,
-                    None if cache is None else cache.index, replay)
+                    None if cache is None else cache.index, replay, decode_block)
     def body(carry, layer_in, layer=layer):
       x, ck_all, cv_all, i = carry
       p, pk, pv, replay = layer_in
@@ -306,12 +317,13 @@ def trunk(cfg: ModelConfig, params: Params, tokens, *, positions=None, segment_i
       aux_loss = aux_loss + jnp.sum(aux["aux_loss"])
       expert_load = aux["expert_load"]
       routes, mismatch = aux["expert_ids"], jnp.mean(aux["replay_mismatch"])
+      mismatch_tokens = jnp.mean(aux["replay_mismatch_tokens"], 0)
   h = layers.rms_norm(x, params["final_norm"], cfg.norm_eps)
   new_cache = None
   if cache is not None:
     new_cache = KVCache(k=new_k, v=new_v, mask=written, index=cache.index + t)
   return h, new_cache, {"aux_loss": aux_loss, "expert_load": expert_load, "expert_ids": routes,
-                        "replay_mismatch": mismatch}
+                        "replay_mismatch": mismatch, "replay_mismatch_tokens": mismatch_tokens}
 
 
 def compute_weights(cfg: ModelConfig, params: Params) -> Params:

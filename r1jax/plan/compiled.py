@@ -75,10 +75,10 @@ def _node_of(mesh: Mesh, devices_per_node: int):
 
 
 def _figures(compiled, inputs: dict, mesh: Mesh, devices_per_node: int, layers: int,
-             unknown_trip_count: int = 1) -> CompiledFigures:
+             unknown_trip_count: float | tuple[float, ...] = 1) -> CompiledFigures:
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}   # None from XLA:GPU
   stats = hlo.analyse(compiled.as_text(), node_of=_node_of(mesh, devices_per_node),
                            unknown_trip_count=unknown_trip_count)
   return CompiledFigures(
@@ -90,15 +90,17 @@ def _figures(compiled, inputs: dict, mesh: Mesh, devices_per_node: int, layers: 
 
 
 def compile_train_step(exp: Experiment, mesh: Mesh, devices_per_node: int) -> CompiledFigures:
-  """One optimizer step on a minibatch at the configured sizes (completions at full length)."""
-  rules = exp.mesh.rules
+  """One optimizer step on a minibatch at the configured sizes (completions at full length),
+  under the learner's rules (`mesh.sequence_axis` splits each row's positions)."""
+  rules = exp.mesh.learner_rules()
   params = jax.eval_shape(functools.partial(models.init, exp.model), jax.random.key(0))
   state = TrainState(params, jax.eval_shape(make_optimizer(exp.optim).init, params),
                      jax.ShapeDtypeStruct((), jnp.int32))
   state = _abstract(state, state_shardings(exp.model, exp.optim, mesh, rules))
   bp = exp.data.questions_per_step // exp.rl.num_minibatches
   batch = LearnerBatch.abstract(bp, exp.rl.num_generations, exp.data.max_prompt_len,
-                                exp.rollout.max_new_tokens)
+                                exp.rollout.max_new_tokens, exp.model,
+                                sampler_logprobs=exp.rl.recompute_old_logprobs)
   batch = jax.tree.map(lambda x: _batch_struct(x.shape, x.dtype, mesh, rules), batch)
   train_step = make_train_step(exp.model, exp.rl, exp.optim, mesh, rules)
   compiled = train_step.jitted(batch).lower(state, batch).compile()
@@ -109,8 +111,9 @@ def compile_train_step(exp: Experiment, mesh: Mesh, devices_per_node: int) -> Co
 def compile_rollout(exp: Experiment, mesh: Mesh, devices_per_node: int,
                     layers: int | None = None) -> CompiledFigures:
   """One sampler call on `rollout.prompts_per_chunk` prompts (rounded as `sample_chunks` rounds
-  them on this mesh); the decode loop's body counts
-  `max_new_tokens` times (every row running to the budget: the worst case)."""
+  them on this mesh), every row running to the budget (the worst case): the decode loop's body
+  counts `max_new_tokens` times (more where refilled slots take several rows each), and the
+  filled-only attention's block loop inside it its mean over those steps."""
   rules = exp.mesh.rules
   model_cfg = dataclasses.replace(exp.model, num_layers=layers or exp.model.num_layers)
   if model_cfg.moe is not None:
@@ -131,7 +134,20 @@ def compile_rollout(exp: Experiment, mesh: Mesh, devices_per_node: int,
                                          params, prompts, mask, rng, offset).compile()
   return _figures(compiled, {"params": params, "prompts": (prompts, mask)}, mesh,
                   devices_per_node, model_cfg.num_layers,
-                  unknown_trip_count=exp.rollout.max_new_tokens)
+                  unknown_trip_count=decode_trip_counts(exp.rollout,
+                                                        shape[0] * exp.rl.num_generations))
+
+
+def decode_trip_counts(config, rows: int) -> tuple[float, ...]:
+  """Trip counts of the sampler's data-dependent loops with every row to the budget: decode
+  steps, then the filled-only attention's cache blocks per step (their mean over the steps)."""
+  t = config.max_new_tokens
+  slots = config.refill_slots if 0 < config.refill_slots < rows else rows
+  steps = math.ceil(t * rows / slots)
+  if config.attention != "filled":
+    return (steps,)
+  block = min(config.kv_block, t)
+  return (steps, sum(-(-s // block) for s in range(1, t + 1)) / t)
 
 
 def extrapolate(a: CompiledFigures, b: CompiledFigures, layers: int) -> CompiledFigures:

@@ -28,10 +28,36 @@ def candidate_meshes(num_devices: int, per_node: int, moe: bool):
           if math.prod(i) * math.prod(d) == num_devices and min(i) >= 1]
 
 
-def plan_one(exp, mesh_cfg, accel) -> dict:
-  """Compiles and prices one layout; returns the figures (see the module doc)."""
+# How long the rows of a rollout run: every row to the budget, or lengths spread evenly from 0 to
+# it (about what R1-Zero's length curve averages over a run).
+RESPONSE_LENGTHS = ("budget", "uniform")
+
+
+def sampler_seconds(rollout, kv: dict, t: int, lengths: str, analytic_flops: dict, accel,
+                    flops_per_s: float, comm_s: float, filled: bool) -> dict:
+  """One sampler call's time when `lengths` is how long its rows run, for a sampler that refills
+  a finished row's slot with waiting work: its decode steps are the tokens written / the slots,
+  each step reads the weights and the prompts' cache once, and, under filled-only attention, the
+  generated cache position by position as it fills (t^2/2 per row to the budget, t^2/6 on
+  average for uniform lengths); else the whole cache every step."""
+  mean_len = t if lengths == "budget" else t / 2
+  reads = (t * t / 2 if lengths == "budget" else t * t / 6) if filled else mean_len * t
+  per_position = kv["generated"] / t          # this device's rows, one cache position each
+  hbm = mean_len * (kv["decode_weights"] + kv["prompt"]) + reads * per_position
+  memory_s = hbm / (accel.hbm_bytes_per_s * accel.bandwidth_efficiency)
+  # The compiled decode loop ran every row to the budget: scale its FLOPs (and its per-step
+  # collectives) by what these lengths do, by the analytic count.
+  compute_s = rollout.hlo_flops * analytic_flops[lengths] / analytic_flops["compiled"] / flops_per_s
+  return {"compute_s": compute_s, "memory_s": memory_s, "hbm_bytes": hbm,
+          "chunk_s": max(compute_s, memory_s) + comm_s * mean_len / t}
+
+
+def plan_one(exp, mesh_cfg, accel, *, devices=None, compiler: str = "XLA:CPU stand-in",
+             lengths: str = "budget") -> dict:
+  """Compiles and prices one layout on `devices` (default: this process's) with `compiler`
+  naming who made the compiled figures; returns the figures (see the module doc)."""
   exp = dataclasses.replace(exp, mesh=mesh_cfg)
-  mesh = make_mesh(mesh_cfg)
+  mesh = make_mesh(mesh_cfg, devices)
   rules = mesh_cfg.rules
   model = exp.model
   train = compiled.compile_train_step(exp, mesh, accel.devices_per_node)
@@ -40,12 +66,15 @@ def plan_one(exp, mesh_cfg, accel) -> dict:
   bp = exp.data.questions_per_step // exp.rl.num_minibatches
   g, p, t = exp.rl.num_generations, exp.data.max_prompt_len, exp.rollout.max_new_tokens
   state = memory.state_bytes(model, mesh, rules)
-  act = memory.train_activations(model, mesh, rules, prompts=bp, rows=bp * g, prompt_len=p,
-                                      completion_len=t, micro_batches=exp.rl.micro_batches)
+  # Under sequence parallelism each device holds a slice of its rows' positions.
+  learner = mesh_cfg.learner_rules()
+  pieces = math.prod(mesh.shape[a] for a in dict(learner).get("length", ()))
+  act = memory.train_activations(model, mesh, learner, prompts=bp, rows=bp * g,
+                                 prompt_len=-(-p // pieces), completion_len=-(-t // pieces),
+                                 micro_batches=exp.rl.micro_batches)
   chunk = prompts_per_call(model, exp.rollout.prompts_per_chunk, mesh, rules)
   kv = memory.rollout_bytes(model, mesh, rules, prompts=chunk, samples=g, prompt_len=p,
                                   new_tokens=t, cache_dtype=exp.rollout.cache_dtype)
-  devices = mesh.size
 
   # Time: compute at the assumed MFU plus collectives at the assumed bandwidth, not overlapped.
   peak = accel.flops(model.compute_dtype)
@@ -54,30 +83,44 @@ def plan_one(exp, mesh_cfg, accel) -> dict:
                          for k, b in fig.collective_time_terms.items())
   train_compute = train.hlo_flops / (peak * accel.mfu)
   train_s = train_compute + comm(train)
-  # Decoding is bound by reading weights and caches once per step; the whole cache is read
-  # every step (the sampler attends over every slot, masked).
-  decode_read = t * (kv["decode_weights"] + kv["prompt"] + kv["generated"])
-  rollout_compute = rollout.hlo_flops / (peak * accel.mfu)
-  rollout_memory = decode_read / (accel.hbm_bytes_per_s * accel.bandwidth_efficiency)
-  chunk_s = max(rollout_compute, rollout_memory) + comm(rollout)
+  # Decoding is bound by reading weights and caches; priced for both response lengths. The
+  # learner is priced padded (every row to the budget): it does not pack rows yet.
+  devices = mesh.size
+  decode = {}
+  for name in RESPONSE_LENGTHS:
+    decode[name] = memory.sampled_decode_flops(model, rows=chunk * g, prompt_len=p,
+                                               new_tokens=t, lengths=name)
+  # What the compiled sampler does: every row to the budget, over the filled or the whole cache.
+  decode["compiled"] = (decode["budget"] if exp.rollout.attention == "filled" else
+                        memory.decode_flops(model, rows=chunk * g, prompt_len=p, new_tokens=t))
+  sampler = {name: sampler_seconds(rollout, kv, t, name, decode, accel, peak * accel.mfu,
+                                   comm(rollout), exp.rollout.attention == "filled")
+             for name in RESPONSE_LENGTHS}
   chunks = math.ceil(exp.data.questions_per_step / chunk)
   updates = exp.rl.num_minibatches * exp.rl.inner_epochs
   ref_s = exp.rl.num_minibatches * train_compute * (2 / 8 if model.remat == "full" else 2 / 6)
-  rl_step_s = chunks * chunk_s + updates * train_s + ref_s
+  rl_step = {name: chunks * sampler[name]["chunk_s"] + updates * train_s + ref_s
+             for name in RESPONSE_LENGTHS}
+  rl_step_s = rl_step[lengths]
 
   # Memory: the train state and the reference params stay resident through both phases.
   ref_params = state.reference
   train_peak = train.peak_bytes + ref_params
-  rollout_peak = (train.inputs["params"] + train.inputs["optimizer"] + ref_params
-                  + rollout.argument_bytes - rollout.inputs["params"] + rollout.temp_bytes
-                  + rollout.output_bytes)
+  # Under optim.offload the master weights and Adam moments wait in host memory while the
+  # sampler runs (which is then counted reading its params from its own argument).
+  resident = 0.0 if exp.optim.offload != "none" else (
+      train.inputs["params"] + train.inputs["optimizer"] - rollout.inputs["params"])
+  # The sampler's own buffers: the compiler's figure, but never less than the caches and decode
+  # weights it must hold (its temp, extrapolated from a few layers, can fall below them).
+  sampler_bytes = max(rollout.temp_bytes + rollout.output_bytes, sum(kv.values()))
+  rollout_peak = resident + ref_params + rollout.argument_bytes + sampler_bytes
   budget = accel.hbm_bytes * accel.usable_fraction
   # Each device prefills the prompts it holds: where they do not split over every device, a
   # prompt's prefill is repeated on each device that holds it.
   prefilled = memory.local_rows(bp, mesh, rules) * devices * p
   analytic_flops = memory.train_flops(model, prompt_tokens=prefilled, completion_tokens=bp * g * t,
                                       rows=bp * g, prompt_len=p) / devices
-  decode_analytic = memory.decode_flops(model, rows=chunk * g, prompt_len=p, new_tokens=t) / devices
+  decode_analytic = decode["compiled"] / devices
   result = {
       "mesh": {"ici": list(mesh_cfg.ici), "dcn": list(mesh_cfg.dcn), "devices": devices,
                "shape": dict(mesh.shape)},
@@ -86,8 +129,9 @@ def plan_one(exp, mesh_cfg, accel) -> dict:
                 "remat": model.remat},
       "batch": {"prompts_per_minibatch": bp, "rows_per_minibatch": bp * g, "prompt_len": p,
                 "completion_len": t, "micro_batches": exp.rl.micro_batches,
-                "rows_per_device": memory.local_rows(bp * g, mesh, rules),
+                "rows_per_device": memory.local_rows(bp * g, mesh, learner),
                 "prompts_per_device": memory.local_rows(bp, mesh, rules),
+                "sequence_pieces": pieces,
                 "rollout_prompts_per_chunk": chunk, "rollout_chunks": chunks},
       "train": {"xla": dataclasses.asdict(train),
                 "analytic": {"params": state.params, "optimizer": state.optimizer,
@@ -97,9 +141,10 @@ def plan_one(exp, mesh_cfg, accel) -> dict:
                 "peak_bytes": train_peak, "compute_s": train_compute, "step_s": train_s},
       "rollout": {"xla": dataclasses.asdict(rollout), "how": rollout_how,
                   "analytic": {"params": state.params, "sampler_buffers": kv, "flops": decode_analytic},
-                  "peak_bytes": rollout_peak, "compute_s": rollout_compute,
-                  "memory_s": rollout_memory, "chunk_s": chunk_s},
-      "rl_step_s": rl_step_s, "optimizer_step_s": rl_step_s / updates,
+                  "peak_bytes": rollout_peak, **sampler[lengths], "by_lengths": sampler},
+      "compiler": compiler, "response_lengths": lengths,
+      "rl_step_s": rl_step_s, "rl_step_s_by_lengths": rl_step,
+      "optimizer_step_s": rl_step_s / updates,
       "budget_bytes": budget, "fits": max(train_peak, rollout_peak) <= budget,
   }
   result["advice"] = advice(result, exp, accel)
@@ -133,9 +178,14 @@ def advice(plan: dict, exp, accel) -> list[str]:
                f"{rows} scores one at a time")
   if model["remat"] != "full" and tr["peak_bytes"] > budget:
     out.append("--config.model.remat=full keeps one tensor per layer instead of all of them")
-  if tr["peak_bytes"] > budget and a["optimizer"] > 0.2 * budget:
-    out.append(f"offloading the Adam moments to host memory would free {a['optimizer'] / GB:.1f} GB "
-               "per device (not implemented in r1jax)")
+  split = plan["batch"]["sequence_pieces"] > 1
+  if tr["peak_bytes"] > budget and rows <= exp.rl.micro_batches and not split:
+    out.append("each device already scores one row at a time: split each row's positions over the "
+               "node (--config.mesh.sequence_axis=fsdp) and raise rl.micro_batches to match")
+  if tr["peak_bytes"] > budget and a["optimizer"] > 0.2 * budget and exp.optim.offload == "none":
+    out.append(f"--config.optim.offload=between_updates keeps the Adam moments and float32 master "
+               f"in host memory between updates ({(a['optimizer'] + a['params']) / GB:.1f} GB per "
+               "device)")
   kv = ro["analytic"]["sampler_buffers"]["generated"]
   if ro["peak_bytes"] > budget and kv > 0.2 * budget:
     out.append(f"the rollout's KV cache is {kv / GB:.1f} GB per device: lower "

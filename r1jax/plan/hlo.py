@@ -4,7 +4,8 @@ XLA's own ``cost_analysis()`` counts the body of a ``while`` loop once, and the 
 micro-batch scan and the decode loop are all while loops, so its FLOPs are far too low for a
 real step. :func:`analyse` walks the computations from ENTRY, multiplies each loop body by its
 ``known_trip_count`` (or by ``unknown_trip_count`` for data-dependent loops such as decoding),
-and sums matmul FLOPs (2 x output elements x contracted size of every ``dot``) and the operand
+and sums matmul FLOPs (2 x output elements x contracted size of every ``dot``, or of every cuBLAS
+GEMM custom call XLA:GPU made of one) and the operand
 bytes of every collective by kind. Each collective's replica groups are resolved to device ids
 so that traffic inside a node (NVLink) is told apart from traffic across nodes (InfiniBand).
 """
@@ -126,9 +127,14 @@ def _ring_factor(kind: str, n: int) -> float:
           "all-to-all": (n - 1) / n, "collective-permute": 1.0}[kind]
 
 
-def analyse(text: str, *, node_of=None, unknown_trip_count: int = 1) -> HloStats:
+def analyse(text: str, *, node_of=None,
+            unknown_trip_count: float | tuple[float, ...] = 1) -> HloStats:
   """Walks the program from ENTRY. `node_of(logical_device_id) -> node index` classifies links
-  (None: every collective counts as crossing nodes)."""
+  (None: every collective counts as crossing nodes). `unknown_trip_count` is the trip count of a
+  loop without a known one, by how many such loops enclose it (the decode loop, then the block
+  loop of its filled-only attention); the last value holds for deeper ones."""
+  unknown_trips = (unknown_trip_count if isinstance(unknown_trip_count, tuple)
+                   else (unknown_trip_count,))
   computations, entry = _parse(text)
   flops = 0.0
   by_kind: dict[str, float] = defaultdict(float)
@@ -136,17 +142,21 @@ def analyse(text: str, *, node_of=None, unknown_trip_count: int = 1) -> HloStats
   timed: dict[str, float] = defaultdict(float)
   unknown = 0
 
-  def walk(name: str, times: float, seen: tuple[str, ...]):
+  def walk(name: str, times: float, seen: tuple[str, ...], depth: int):
     nonlocal flops, unknown
     if name in seen or name not in computations:
       return
     shapes = {ins.name: ins.shape for ins in computations[name]}
     for ins in computations[name]:
       kind = ins.op.removesuffix("-start")
-      if ins.op == "dot":
+      gemm = ins.op == "custom-call" and '"gemm_backend_config"' in ins.rest
+      if ins.op == "dot" or gemm:
         lhs = _dims(shapes.get(_operands(ins.rest)[0], ""))
-        contract = re.search(r"lhs_contracting_dims=\{([\d,]*)\}", ins.rest)
-        k = math.prod(lhs[int(i)] for i in contract.group(1).split(",") if i) if contract else 1
+        # XLA:GPU turns dots into cuBLAS calls whose output is (result, workspace).
+        contract = re.search(r'"lhs_contracting_dimensions":\[([\d",]*)\]' if gemm else
+                             r"lhs_contracting_dims=\{([\d,]*)\}", ins.rest)
+        k = math.prod(lhs[int(i)] for i in contract.group(1).replace('"', "").split(",") if i
+                      ) if contract else 1
         flops += times * 2.0 * math.prod(_dims(ins.shape)) * k
       elif kind in COLLECTIVES:
         size = sum(_shape_bytes(shapes.get(o, "")) for o in _operands(ins.rest))
@@ -161,15 +171,17 @@ def analyse(text: str, *, node_of=None, unknown_trip_count: int = 1) -> HloStats
       called = re.findall(r"(?:calls|to_apply|body|condition|branch_computations)=\{?%([\w.\-]+)"
                           r"((?:,\s*%[\w.\-]+)*)", ins.rest)
       for first, more in called:
-        mult = times
+        mult, inner = times, depth
         if ins.op == "while" and f"body=%{first}" in ins.rest:
           trip = re.search(r'"known_trip_count":\{"n":"(\d+)"\}', ins.rest)
           if trip is None:
             unknown += 1
-          mult = times * (int(trip.group(1)) if trip else unknown_trip_count)
+            inner = depth + 1
+          mult = times * (int(trip.group(1)) if trip else
+                          unknown_trips[min(depth, len(unknown_trips) - 1)])
         for callee in [first] + re.findall(r"%([\w.\-]+)", more):
-          walk(callee, mult, seen + (name,))
+          walk(callee, mult, seen + (name,), inner)
 
-  walk(entry, 1.0, ())
+  walk(entry, 1.0, (), 0)
   return HloStats(flops, {k: by_kind.get(k, 0.0) for k in COLLECTIVES}, dict(by_link),
                   dict(timed), unknown)

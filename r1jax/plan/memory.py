@@ -179,3 +179,15 @@ def decode_flops(cfg: ModelConfig, *, rows: int, prompt_len: int, new_tokens: in
   n = matmul_params(cfg)
   attn = 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim * (prompt_len + new_tokens)
   return rows * new_tokens * (2 * n + attn)
+
+
+def sampled_decode_flops(cfg: ModelConfig, *, rows: int, prompt_len: int, new_tokens: int,
+                         lengths: str) -> float:
+  """Global FLOPs of `rows` rows decoded by a sampler that attends only over the prompt and the
+  filled cache positions: 2 N per token written plus attention over what is filled, for every
+  row to the budget ("budget") or lengths spread evenly from 0 to it ("uniform")."""
+  t = new_tokens
+  tokens, filled = (t, t * t / 2) if lengths == "budget" else (t / 2, t * t / 6)
+  per_position = 4 * cfg.num_layers * cfg.num_heads * cfg.head_dim
+  return rows * (tokens * (2 * matmul_params(cfg) + per_position * prompt_len)
+                 + filled * per_position)

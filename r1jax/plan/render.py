@@ -4,6 +4,7 @@ the time assumptions and the verdict, with the advice."""
 from __future__ import annotations
 
 from r1jax.plan.estimate import GB
+from r1jax.plan.experts import describe, expert_balance
 
 
 def _gb(x: float) -> str:
@@ -13,6 +14,11 @@ def _gb(x: float) -> str:
 
 def _ratio(xla: float, analytic: float) -> str:
   return f"{xla / analytic:6.2f}x" if analytic else "     -"
+
+
+def _flops(x: float) -> str:
+  """cost_analysis' FLOPs; XLA:GPU compiled without a device gives none."""
+  return f"{x:18.3e}" if x else f"{'(none)':>18s}"
 
 
 def report(plan: dict, exp, accel) -> str:
@@ -25,13 +31,18 @@ def report(plan: dict, exp, accel) -> str:
       f"{plan['mesh']['devices']} devices {plan['mesh']['shape']}",
       f"model: {m['params'] / 1e9:.2f} B params, {m['layers']} layers, compute {m['compute_dtype']}, "
       f"params {m['param_dtype']}, remat {m['remat']}",
+      *filter(None, [describe(expert_balance(exp.model, plan["mesh"]["shape"], exp.mesh.rules))]),
       f"minibatch: {b['prompts_per_minibatch']} prompts x G = {b['rows_per_minibatch']} rows of "
       f"{b['prompt_len']} + {b['completion_len']} tokens, {b['micro_batches']} micro-batch(es); "
-      f"{b['rows_per_device']} row(s) and {b['prompts_per_device']} prompt(s) per device",
+      f"{b['rows_per_device']} row(s) and {b['prompts_per_device']} prompt(s) per device"
+      + (f", each row's positions split {b['sequence_pieces']} ways (mesh.sequence_axis)"
+         if b["sequence_pieces"] > 1 else "")
+      + (f"; optim.offload={exp.optim.offload}" if exp.optim.offload != "none" else ""),
       "train step: compiled at full size.",
       f"rollout: {b['rollout_prompts_per_chunk']} prompts x G per sampler call, {b['rollout_chunks']} "
       f"calls per rollout; {ro['how']}; decode loop counted at {b['completion_len']} steps",
       "",
+      f"compiled figures (memory, HLO FLOPs, collectives) by {plan['compiler']}",
       "per-device memory            XLA (compiled)     analytic   XLA/analytic",
       f"  parameters            {_gb(tx['inputs']['params'])} {_gb(ta['params'])}   "
       f"{_ratio(tx['inputs']['params'], ta['params'])}",
@@ -54,14 +65,18 @@ def report(plan: dict, exp, accel) -> str:
       f"{_ratio(rx['temp_bytes'] + rx['output_bytes'], sum(kv.values()))}   (analytic: KV caches, "
       f"tokens+logprobs {_gb(kv['outputs']).strip()}, tensor-parallel decode weights "
       f"{_gb(kv['decode_weights']).strip()}, prefill logits {_gb(kv['prefill_logits']).strip()})",
-      f"  peak, train phase     {_gb(tr['peak_bytes'])}   (arguments + temp + reference params)",
-      f"  peak, rollout phase   {_gb(ro['peak_bytes'])}   (train state + reference + sampler)",
+      f"  peak, train phase     {_gb(tr['peak_bytes'])}   ({plan['compiler']}: arguments + temp + "
+      "reference params)",
+      f"  peak, rollout phase   {_gb(ro['peak_bytes'])}   ({plan['compiler']}: "
+      f"{'' if exp.optim.offload != 'none' else 'train state + '}reference + sampler, the "
+      "sampler at the larger of its compiled and analytic figures)",
       "",
       "FLOPs per device          HLO dots x trip counts   XLA cost_analysis   analytic",
-      f"  train step            {tx['hlo_flops']:14.3e} {tx['xla_flops']:18.3e} {ta['flops']:12.3e}",
-      f"  sampler call          {rx['hlo_flops']:14.3e} {rx['xla_flops']:18.3e} {ra['flops']:12.3e}",
+      f"  train step            {tx['hlo_flops']:14.3e} {_flops(tx['xla_flops'])} {ta['flops']:12.3e}",
+      f"  sampler call          {rx['hlo_flops']:14.3e} {_flops(rx['xla_flops'])} {ra['flops']:12.3e}",
       "  (cost_analysis counts each while-loop body once: layer scan, micro-batches, decode steps;",
-      "   analytic: 6N per token, 8N under full remat, + attention over the full [T, P+T] rectangle)",
+      "   analytic: 6N per token, 8N under full remat, + attention over the full [T, P+T] rectangle;",
+      "   sampler: 2N per token + attention over the cache it reads, every row to the budget)",
       "",
       "collective bytes per device (operand bytes, loop trip counts applied)",
   ]
@@ -71,18 +86,33 @@ def report(plan: dict, exp, accel) -> str:
     lines.append(f"  {name}: {kinds}")
     lines.append(f"    by link: {links or 'none'} (node = inside a node, cross = between nodes)")
   fits = "FITS" if plan["fits"] else "DOES NOT FIT"
+  lengths, other = plan["response_lengths"], {"budget": "uniform", "uniform": "budget"}
   lines += [
       "",
-      f"assumptions: {accel.describe()}; collectives as rings, not overlapped with compute",
-      f"  train step        {tr['step_s']:10.2f} s  (compute {tr['compute_s']:.2f} s at MFU)",
-      f"  sampler call      {ro['chunk_s']:10.2f} s  (compute {ro['compute_s']:.2f} s, HBM reads "
-      f"{ro['memory_s']:.2f} s: weights + whole cache per decode step, every row to the budget)",
-      f"  one RL step: {b['rollout_chunks']} sampler calls + {exp.rl.num_minibatches} x "
-      f"{exp.rl.inner_epochs} optimizer steps + reference forwards = {plan['rl_step_s']:.1f} s "
-      f"({plan['optimizer_step_s']:.1f} s per optimizer step)",
+      f"time (estimates, not compiler figures): {accel.describe()}; collectives as rings, not "
+      "overlapped with compute",
+      f"  train step        {tr['step_s']:10.2f} s  (compute {tr['compute_s']:.2f} s at MFU; "
+      "padded: every row to the budget, the learner does not pack rows yet)",
+  ]
+  for name in (lengths, other[lengths]):
+    call = ro["by_lengths"][name]
+    lines.append(f"  sampler call ({name + ' lengths)':16s} {call['chunk_s']:10.2f} s  (compute "
+                 f"{call['compute_s']:.2f} s, HBM reads {call['memory_s']:.2f} s)")
+  ro_cfg = exp.rollout
+  lines += [
+      "    (budget = every row to max_new_tokens, uniform = lengths spread evenly from 0 to it; "
+      f"attention over {'the filled cache blocks' if ro_cfg.attention == 'filled' else 'the whole cache'}"
+      " (rollout.attention), each row's reads counted to its own filled position; uniform assumes "
+      "finished rows' slots are refilled" + ("" if ro_cfg.refill_slots else
+                                             ", which rollout.refill_slots=0 does not do") + ")",
+      f"  one RL step ({lengths} lengths): {b['rollout_chunks']} sampler calls + "
+      f"{exp.rl.num_minibatches} x {exp.rl.inner_epochs} optimizer steps + reference forwards = "
+      f"{plan['rl_step_s']:.1f} s ({plan['optimizer_step_s']:.1f} s per optimizer step); "
+      f"{other[lengths]} lengths: {plan['rl_step_s_by_lengths'][other[lengths]]:.1f} s",
       "",
       f"{fits} in {accel.hbm_bytes / GB:.0f} GB per device (budget {plan['budget_bytes'] / GB:.0f} GB): "
-      f"peak {max(tr['peak_bytes'], ro['peak_bytes']) / GB:.1f} GB",
+      f"peak {max(tr['peak_bytes'], ro['peak_bytes']) / GB:.1f} GB "
+      f"(train {tr['peak_bytes'] / GB:.1f} GB, rollout {ro['peak_bytes'] / GB:.1f} GB; {plan['compiler']})",
   ]
   lines += [f"  - {a}" for a in plan["advice"]]
   return "\n".join(lines)

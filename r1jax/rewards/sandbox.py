@@ -93,8 +93,11 @@ class RunResult:
   """What came back: per-item records in item order (None where missing) and an overall status.
 
   status: ``ok`` (the harness finished all items), ``timeout`` (the program used up its charged
-  time), ``memory``, ``output_limit``, ``crashed`` (the program could not be loaded, or the process
-  died) or ``backstop`` (the wall clock ran out first: a verdict on the host, not on the program).
+  time), ``memory`` (it ran out of memory before it was stopped), ``output_limit``, ``crashed``
+  (the program could not be loaded, or the process died) or ``backstop`` (the wall clock ran out
+  first: a verdict on the host, not on the program).
+  A program that reaches several limits gets the first of ``output_limit``, ``memory``,
+  ``timeout`` / ``backstop`` that applies, whichever it reached first in time.
   ``isolation`` lists the mechanisms that were active, e.g. ``("netns", "mountns", "pidns",
   "setuid")``.
   """
@@ -181,6 +184,9 @@ def _read_channel(fd: int, limits: Limits, harness_pid: int) -> tuple[list[bytes
       if clock is not None and now >= next_sample:
         if clock.charged_s() > limits.time_s:
           why = "timeout"
+          # What the program wrote before its time ran out still counts (a MemoryError it reached
+          # first decides the verdict): take the lines already in the pipe.
+          buf += _drain(fd, limits.max_output_bytes + (1 << 16) - len(buf))
           break
         next_sample = now + CLOCK_POLL_S
       if not sel.select(timeout=min(backstop - now, CLOCK_POLL_S)):
@@ -200,6 +206,20 @@ def _read_channel(fd: int, limits: Limits, harness_pid: int) -> tuple[list[bytes
         clock = ProgramClock(harness_pid)
         backstop = time.monotonic() + limits.backstop_s
   return bytes(buf).split(b"\n"), why
+
+
+def _drain(fd: int, cap: int) -> bytes:
+  """What is already waiting in the (non-blocking) pipe, up to `cap` bytes, without waiting."""
+  out = bytearray()
+  while len(out) < cap:
+    try:
+      chunk = os.read(fd, min(1 << 16, cap - len(out)))
+    except BlockingIOError:
+      break
+    if not chunk:
+      break
+    out += chunk
+  return bytes(out)
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -260,12 +280,15 @@ def _assemble(lines: Sequence[bytes], why: str, returncode: int | None, n_items:
     k = msg.get("i")
     if isinstance(k, int) and 0 <= k < n_items and records[k] is None:
       records[k] = msg
-  if why in ("timeout", "backstop"):
-    status = why
-  elif why == "output_limit" or output_limit:
+  # Precedence, so that a program that runs into two limits gets one verdict however the race
+  # between them went: output, then memory (a MemoryError the program reported before it was
+  # stopped), then time.
+  if why == "output_limit" or output_limit:
     status = "output_limit"
   elif memory:
     status = "memory"
+  elif why in ("timeout", "backstop"):
+    status = why
   elif returncode in (128 + signal.SIGXCPU, 128 + signal.SIGKILL):  # CPU rlimit (soft, hard)
     status = "timeout"
   elif load_error or returncode != 0 or any(r is None for r in records):

@@ -1,12 +1,14 @@
 """From one rollout's rewards to per-output advantages, and the rollout's reward statistics.
 
 Rewards arrive per output, in groups of G consecutive outputs of one prompt. The advantage of an
-output is the same for every one of its tokens. Modes: "grpo" (r - mean) / (std + eps) within
-the group (std with ddof=0); "no-std" r - mean (Dr. GRPO); "rloo" r minus the mean of the other
-G-1 outputs; "batch-std" (r - group mean) / (std of all rewards in the batch + eps). A group whose
-rewards are all equal gets exactly zero advantage in every mode (float rounding of r - mean would
-otherwise be amplified by the std division). With the KL in the reward, each reward first loses
-kl_coef times the sequence's summed KL estimate between pi_old and pi_ref.
+output is the same for every one of its tokens. Modes: "grpo" (r - mean) / (std + eps) within the
+group (std with ddof=0, or 1 with `std_ddof`); "no-std" r - mean (Dr. GRPO); "rloo" r minus the mean
+of the other G-1 outputs; "batch-std" (r - group mean) / (std of all rewards in the batch + eps). A
+group whose rewards are all equal gets exactly zero advantage in every mode (float rounding of r -
+mean would otherwise be amplified by the std division). With the KL in the reward, each reward first
+loses kl_coef times the sequence's summed KL estimate between pi_old and pi_ref; with DAPO's
+overlong shaping, an output ending in the last `overlong_buffer` tokens before `overlong_max_length`
+loses a penalty growing linearly to `overlong_penalty` there (all of it beyond).
 """
 
 from __future__ import annotations
@@ -28,19 +30,21 @@ def _groups(rewards, group_size: int):
   return rewards.reshape(-1, group_size)
 
 
-def group_advantages(rewards, group_size: int, mode: str = "grpo", eps: float = 1e-6):
-  """Advantages [N] f32 for rewards [N] in consecutive groups of `group_size`."""
+def group_advantages(rewards, group_size: int, mode: str = "grpo", eps: float = 1e-6,
+                     ddof: int = 0):
+  """Advantages [N] f32 for rewards [N] in consecutive groups of `group_size`; `ddof` of the
+  std of "grpo" and "batch-std"."""
   r = _groups(rewards, group_size)
   mean = jnp.mean(r, axis=1, keepdims=True)
   if mode == "grpo":
-    adv = (r - mean) / (jnp.std(r, axis=1, keepdims=True) + eps)
+    adv = (r - mean) / (jnp.std(r, axis=1, keepdims=True, ddof=ddof) + eps)
   elif mode == "no-std":
     adv = r - mean
   elif mode == "rloo":
     others = (jnp.sum(r, axis=1, keepdims=True) - r) / (group_size - 1)
     adv = r - others
   elif mode == "batch-std":
-    adv = (r - mean) / (jnp.std(r) + eps)
+    adv = (r - mean) / (jnp.std(r, ddof=ddof) + eps)
   else:
     raise ValueError(f"advantage: got {mode!r}; allowed values: 'grpo', 'no-std', 'rloo', "
                      "'batch-std'")
@@ -48,22 +52,39 @@ def group_advantages(rewards, group_size: int, mode: str = "grpo", eps: float = 
   return jnp.where(constant, 0.0, adv).reshape(-1)
 
 
-def sequence_kl(old_logprobs, ref_logprobs, completion_mask, estimator: str = "k3"):
-  """Per-output sum over its tokens of the KL estimate between pi_old and pi_ref, [N]."""
+def sequence_kl(old_logprobs, ref_logprobs, completion_mask, estimator: str = "k3",
+                clamp: float = 20.0):
+  """Per-output sum over its tokens of the KL estimate between pi_old and pi_ref, [N]; the
+  log-ratio clamped to +-`clamp` (the config's log_ratio_clamp) so that k3 cannot overflow."""
   mask = jnp.asarray(completion_mask, bool)
   kl = kl_estimate(jnp.where(mask, old_logprobs, 0.0), jnp.where(mask, ref_logprobs, 0.0),
-                   estimator)
+                   estimator, clamp)
   return jnp.sum(jnp.where(mask, kl, 0.0), axis=1)
+
+
+def overlong_penalty(lengths, buffer: int, max_length: int, penalty: float = 1.0):
+  """DAPO's soft overlong punishment [N] (<= 0) of outputs of `lengths` [N]: 0 up to
+  max_length - buffer, then linear down to -penalty at max_length, -penalty beyond."""
+  start = max_length - buffer
+  excess = jnp.asarray(lengths, jnp.float32) - start
+  return -penalty * jnp.clip(excess / buffer, 0.0, 1.0)
 
 
 def rollout_advantages(cfg: GRPOConfig, groups, rewards) -> jnp.ndarray:
   """Advantages [N] of `rewards` [N] for the outputs of `groups` (a `r1jax.rl.batch.Groups`, whose
-  log-probs and mask enter only with the KL in the reward), as `cfg` prescribes."""
+  log-probs and mask enter only with the KL in the reward and the overlong shaping), as `cfg`
+  prescribes."""
   rewards = jnp.asarray(rewards, jnp.float32)
   if cfg.kl_placement == "reward" and cfg.kl_coef:
     rewards = rewards - cfg.kl_coef * sequence_kl(groups.old_logprobs, groups.ref_logprobs,
-                                                  groups.completion_mask, cfg.kl_estimator)
-  return group_advantages(rewards, cfg.num_generations, cfg.advantage, cfg.advantage_eps)
+                                                  groups.completion_mask, cfg.kl_estimator,
+                                                  cfg.log_ratio_clamp)
+  if cfg.overlong_buffer:
+    lengths = jnp.sum(jnp.asarray(groups.completion_mask, jnp.int32), axis=1)
+    rewards = rewards + overlong_penalty(lengths, cfg.overlong_buffer, cfg.overlong_max_length,
+                                         cfg.overlong_penalty)
+  return group_advantages(rewards, cfg.num_generations, cfg.advantage, cfg.advantage_eps,
+                          cfg.std_ddof)
 
 
 def informative_groups(rewards, group_size: int) -> np.ndarray:

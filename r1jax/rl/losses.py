@@ -1,8 +1,15 @@
 """The GRPO objective per token, and how per-token terms become one loss.
 
-Per token: the clipped surrogate -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A) with an
-optional dual clip for A < 0, plus kl_coef times a KL estimate to the reference (k1, k2 or k3),
-minus entropy_coef times the entropy. Every aggregation mode is written as per-token weights
+Per token: the policy term, plus kl_coef times a KL estimate to the reference (k1, k2 or k3),
+minus entropy_coef times the entropy. The policy term is one of
+  "grpo"  the clipped surrogate -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A), with an
+          optional dual clip for A < 0;
+  "gspo"  the same on the sequence ratio s = exp(mean over the output's tokens of log rho),
+          shared by all its tokens (GSPO);
+  "cispo" -sg(clip(rho, 1 - eps_low, 1 + eps_high)) * A * log pi: no token's gradient is cut,
+          its weight is (CISPO, MiniMax-M1);
+times an importance weight per token when the sampler's log-probs correct pi_old
+(`r1jax.rl.corrections`). Every aggregation mode is written as per-token weights
 that depend on one row's mask only, and a denominator computed once from the masks of the whole
 minibatch: the loss is sum(weights * terms) / denominator. Summing the numerators of any
 partition of the rows (micro-batches, data-parallel shards) and dividing by the global
@@ -44,10 +51,37 @@ class PolicyTerms(NamedTuple):
   clipped_dual: jax.Array   # A < 0 and the dual bound -c * A is the loss
 
 
-def policy_loss(logp, old_logp, advantages, cfg: GRPOConfig) -> PolicyTerms:
-  """Per-token -min(rho A, clip(rho) A), dual-clipped for A < 0; advantages [N] or [N, T]."""
-  adv = advantages[:, None] if advantages.ndim == 1 else advantages
+def sequence_log_ratio(logp, old_logp, mask):
+  """[N, 1]: the mean over each row's `mask` tokens of log(pi / pi_old) (0 for an empty row)."""
+  mask = mask.astype(jnp.float32)
+  total = jnp.sum(mask * (logp - old_logp), axis=1, keepdims=True)
+  return total / jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1.0)
+
+
+def _cispo(logp, old_logp, adv, cfg: GRPOConfig) -> PolicyTerms:
   ratio = jnp.exp(jnp.clip(logp - old_logp, -cfg.log_ratio_clamp, cfg.log_ratio_clamp))
+  weight = jax.lax.stop_gradient(jnp.clip(ratio, 1.0 - cfg.eps_low, 1.0 + cfg.eps_high))
+  # Gradient -weight * A * d log pi, as CISPO's -sg(weight) * A * log pi; the value is
+  # -weight * A (log pi - sg(log pi) = 0), comparable with the other losses'.
+  loss = -weight * adv * (logp - jax.lax.stop_gradient(logp) + 1.0)
+  return PolicyTerms(loss, ratio, clipped_low=ratio < 1.0 - cfg.eps_low,
+                     clipped_high=ratio > 1.0 + cfg.eps_high,
+                     clipped_dual=jnp.zeros_like(loss, dtype=bool))
+
+
+def policy_loss(logp, old_logp, advantages, cfg: GRPOConfig, mask=None) -> PolicyTerms:
+  """Per-token policy term of `cfg.policy_loss`; advantages [N] or [N, T]. "grpo": -min(rho A,
+  clip(rho) A), dual-clipped for A < 0; "gspo": the same with rho the sequence ratio of each
+  row's `mask` tokens; "cispo": see the module docstring."""
+  adv = advantages[:, None] if advantages.ndim == 1 else advantages
+  if cfg.policy_loss == "cispo":
+    return _cispo(logp, old_logp, adv, cfg)
+  log_ratio = logp - old_logp
+  if cfg.policy_loss == "gspo":
+    if mask is None:
+      raise ValueError("policy_loss 'gspo' needs the mask of each row's tokens")
+    log_ratio = jnp.broadcast_to(sequence_log_ratio(logp, old_logp, mask), logp.shape)
+  ratio = jnp.exp(jnp.clip(log_ratio, -cfg.log_ratio_clamp, cfg.log_ratio_clamp))
   unclipped = -ratio * adv
   clipped = -jnp.clip(ratio, 1.0 - cfg.eps_low, 1.0 + cfg.eps_high) * adv
   # where, not maximum: at a tie (rho inside the clip range, or eps = 0 at rho = 1) the gradient
@@ -70,7 +104,7 @@ def token_weights(mask, aggregation: str, max_length: int = 0):
   mask = mask.astype(jnp.float32)
   if aggregation == "seq-mean-token-mean":
     return mask / jnp.maximum(jnp.sum(mask, axis=1, keepdims=True), 1.0)
-  if aggregation == "token-mean":
+  if aggregation in ("token-mean", "seq-mean-token-sum"):
     return mask
   if aggregation == "seq-mean-token-sum-norm":
     return mask / float(max_length)
@@ -113,8 +147,9 @@ class LossTerms(NamedTuple):
 
 
 def grpo_loss(cfg: GRPOConfig, logp, old_logp, ref_logp, advantages, mask,
-              entropy=None) -> tuple[LossTerms, jax.Array]:
-  """(numerators, denominator) of the GRPO loss for rows [N, T] under `mask`.
+              entropy=None, is_weights=None) -> tuple[LossTerms, jax.Array]:
+  """(numerators, denominator) of the GRPO loss for rows [N, T] under `mask`; `is_weights`
+  [N, T] (`r1jax.rl.corrections.importance_weights`), if given, weight each token's policy term.
 
   The loss of these rows alone is terms.loss / max(denominator, 1). Denominators add over any
   partition of the rows, so a minibatch split into micro-batches divides each micro-batch's
@@ -127,7 +162,9 @@ def grpo_loss(cfg: GRPOConfig, logp, old_logp, ref_logp, advantages, mask,
   logp = jnp.where(mask, logp, 0.0)
   old_logp = jnp.where(mask, old_logp, 0.0)
   ref_logp = jnp.where(mask, ref_logp, 0.0)
-  pg = policy_loss(logp, old_logp, advantages, cfg)
+  pg = policy_loss(logp, old_logp, advantages, cfg, mask)
+  if is_weights is not None:
+    pg = pg._replace(loss=jax.lax.stop_gradient(jnp.where(mask, is_weights, 0.0)) * pg.loss)
   kl = kl_estimate(logp, ref_logp, cfg.kl_estimator, cfg.log_ratio_clamp)
   if entropy is None:
     entropy = jnp.zeros_like(logp)

@@ -31,5 +31,8 @@ def maybe_reset_reference(step: int, every: int, params, ref_params):
   when due, else unchanged."""
   if not should_reset_reference(step, every):
     return ref_params
-  return jax.tree.map(lambda p, r: p.astype(r.dtype) if p.dtype != r.dtype else jnp.copy(p),
-                      params, ref_params)
+  def copy(p, r):
+    # Laid out as the reference: on the device even when the policy's state is in host memory.
+    p = jax.device_put(p, r.sharding)
+    return p.astype(r.dtype) if p.dtype != r.dtype else jnp.copy(p)
+  return jax.tree.map(copy, params, ref_params)

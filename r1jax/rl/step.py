@@ -41,8 +41,10 @@ from r1jax.config import ConfigError
 from r1jax.mesh import DEFAULT_RULES, constrain, logical_sharding, tree_shardings, use_mesh
 from r1jax.models.moe import balance_bias_update
 from r1jax.models.transformer import compute_weights
+from r1jax.rl import offload
 from r1jax.rl.batch import PROMPT_FIELDS, LearnerBatch
 from r1jax.rl.config import GRPOConfig, OptimConfig
+from r1jax.rl.corrections import importance_weights, mismatch_metrics
 from r1jax.rl.logprobs import completion_stats
 from r1jax.rl.losses import LossTerms, denominator, grpo_loss, loss_mask
 from r1jax.rl.optim import learning_rate_schedule, make_optimizer
@@ -73,7 +75,16 @@ def state_shardings(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, mesh:
                     rules=DEFAULT_RULES) -> TrainState:
   """NamedShardings of the policy's train state."""
   abstract = jax.eval_shape(functools.partial(models.init, model_cfg), jax.random.key(0))
-  return _shardings(models.param_axes(model_cfg), abstract, make_optimizer(optim_cfg), mesh, rules)
+  return _kept(optim_cfg, _shardings(models.param_axes(model_cfg), abstract,
+                                     make_optimizer(optim_cfg), mesh, rules))
+
+
+def _kept(optim_cfg: OptimConfig, shardings: TrainState) -> TrainState:
+  """The shardings the state is kept in between steps: host memory under `optim.offload`
+  "between_updates" (`r1jax.rl.offload`), else the device's."""
+  if optim_cfg.offload == "between_updates":
+    return offload.in_memory(shardings, offload.HOST)
+  return shardings
 
 
 def _is_key(x) -> bool:
@@ -106,15 +117,18 @@ def init_train_state(model_cfg: models.ModelConfig, optim_cfg: OptimConfig, sour
     shardings = _shardings(models.param_axes(model_cfg) if axes is None else axes, abstract, tx,
                            mesh, rules)
     wrap = jax.jit(lambda p: TrainState(p, tx.init(p), jnp.zeros((), jnp.int32)),
-                   out_shardings=shardings)
+                   out_shardings=_kept(optim_cfg, shardings))
     return wrap(jax.device_put(source, shardings.params))
 
 
 def jit_step(step_fn, shardings: TrainState, batch, mesh: Mesh, rules=DEFAULT_RULES):
   """`step_fn(state, batch) -> (state, metrics)` jitted under `mesh`: the state in `shardings`
   and donated, each array of `batch` (arrays or ShapeDtypeStructs of the shapes it will get)
-  split along its leading axis by the `batch` rule, the metrics replicated."""
+  split along its leading axis by the `batch` rule, the metrics replicated. A state kept in host
+  memory (`r1jax.rl.offload`) is moved to the device for the step and its result back."""
   def traced(state, batch):
+    if offload.on_host(shardings):
+      state = offload.fetch(state, shardings)
     with use_mesh(mesh, rules):
       return step_fn(state, batch)
   batch_shardings = jax.tree.map(
@@ -166,6 +180,16 @@ class Accumulated:
   expert_load: jax.Array
   denominator: jax.Array  # of the whole minibatch (>= 1)
   tokens: jax.Array       # loss tokens of the whole minibatch (>= 1)
+  replay_mismatch: jax.Array  # routing replay: [changed router decisions, decisions] summed
+
+
+def _replay_mismatch(mb: LearnerBatch, changed) -> jax.Array:
+  """[router decisions the learner would change, decisions] over the completion tokens that the
+  sampler fed back in (all but each output's last: their routes were recorded), with replay."""
+  if mb.expert_ids is None or changed is None:
+    return jnp.zeros((2,), jnp.float32)
+  fed = mb.completion_mask[:, 1:].astype(jnp.float32)   # token j was fed iff token j + 1 exists
+  return jnp.stack([jnp.sum(changed * fed), jnp.sum(fed)])
 
 
 def minibatch_gradients(grpo_cfg: GRPOConfig, stats_fn, params, batch: LearnerBatch, *,
@@ -173,9 +197,10 @@ def minibatch_gradients(grpo_cfg: GRPOConfig, stats_fn, params, batch: LearnerBa
   """The gradient of the minibatch loss, accumulated over `micro_batches` chunks of whole groups:
   each chunk's loss numerator is divided by the denominator of the whole minibatch (fixed before
   any chunk is scored), so the sum is the exact minibatch mean. `stats_fn(params, chunk)` scores
-  one chunk: (log-probs, entropies, the MoE aux {"aux_loss", "expert_load" or None}). `axes`, the
-  params' logical axes, keeps the float32 accumulator sharded as the params are (each
-  micro-batch's gradient is reduce-scattered into it, never held whole)."""
+  one chunk: (log-probs, entropies, the MoE aux {"aux_loss", "expert_load" or None, optionally
+  "replay_mismatch_tokens"}). `axes`, the params' logical axes, keeps the float32 accumulator
+  sharded as the params are (each micro-batch's gradient is reduce-scattered into it, never
+  held whole)."""
   _check_batch(grpo_cfg, batch)
   k = grpo_cfg.micro_batches
   mask = loss_mask(grpo_cfg, batch.completion_mask, batch.truncated)
@@ -186,10 +211,15 @@ def minibatch_gradients(grpo_cfg: GRPOConfig, stats_fn, params, batch: LearnerBa
   def micro_loss(params, micro):
     mb, mb_mask = micro
     logp, entropy, aux = stats_fn(params, mb)
+    is_weights = None if mb.sampler_logprobs is None else importance_weights(
+        mb.old_logprobs, mb.sampler_logprobs, grpo_cfg.is_correction, grpo_cfg.is_cap,
+        grpo_cfg.log_ratio_clamp)
     terms, _ = grpo_loss(grpo_cfg, logp, mb.old_logprobs, mb.ref_logprobs, mb.advantages,
-                         mb_mask, entropy)
+                         mb_mask, entropy, is_weights)
     load = jnp.zeros(()) if aux["expert_load"] is None else aux["expert_load"]
-    return terms.loss / denom + aux_coef * aux["aux_loss"] / k, (terms, aux["aux_loss"], load)
+    mismatch = _replay_mismatch(mb, aux.get("replay_mismatch_tokens"))
+    return (terms.loss / denom + aux_coef * aux["aux_loss"] / k,
+            (terms, aux["aux_loss"], load, mismatch))
 
   def body(carry, mb):
     grads, sums = carry
@@ -202,8 +232,8 @@ def minibatch_gradients(grpo_cfg: GRPOConfig, stats_fn, params, batch: LearnerBa
   zero_grads = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
   sums_shape = jax.eval_shape(lambda: micro_loss(params, jax.tree.map(lambda x: x[0], micro))[1])
   zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape)
-  (grads, (terms, aux_loss, load)), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
-  return Accumulated(grads, terms, aux_loss, load, denom, tokens)
+  (grads, (terms, aux_loss, load, mismatch)), _ = jax.lax.scan(body, (zero_grads, zero_sums), micro)
+  return Accumulated(grads, terms, aux_loss, load, denom, tokens, mismatch)
 
 
 def _update(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, tx, lr_schedule,
@@ -215,8 +245,10 @@ def _update(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, tx, lr_schedule
   def stats(params, mb: LearnerBatch):
     # Mixed precision: the float32 master weights are cast (where they lie, before any gather)
     # to the compute dtype; the gradient flows back to the master weights in float32.
+    routes = None if mb.expert_ids is None else jnp.moveaxis(mb.expert_ids, 1, 0)
     return completion_stats(model_cfg, compute_weights(model_cfg, params), mb.prompt_tokens,
-                            mb.prompt_mask, mb.completion_tokens, temperature=temperature)
+                            mb.prompt_mask, mb.completion_tokens, temperature=temperature,
+                            expert_ids=routes)
 
   acc = minibatch_gradients(grpo_cfg, stats, state.params, batch, aux_coef=aux_coef,
                             axes=models.param_axes(model_cfg))
@@ -236,6 +268,14 @@ def _update(model_cfg: models.ModelConfig, grpo_cfg: GRPOConfig, tx, lr_schedule
     metrics["moe/aux_loss"] = acc.aux_loss / k
     metrics["moe/max_load_over_mean"] = jnp.max(load / jnp.maximum(
         jnp.mean(load, axis=-1, keepdims=True), 1.0))
+  if batch.expert_ids is not None:
+    metrics["moe/replay_mismatch"] = acc.replay_mismatch[0] / jnp.maximum(acc.replay_mismatch[1],
+                                                                          1.0)
+  if batch.sampler_logprobs is not None:   # pi_old recomputed: how far the sampler was from it
+    metrics.update(mismatch_metrics(
+        batch.old_logprobs, batch.sampler_logprobs,
+        loss_mask(grpo_cfg, batch.completion_mask, batch.truncated), grpo_cfg.is_correction,
+        grpo_cfg.is_cap, grpo_cfg.log_ratio_clamp))
   return new_state, metrics
 
 

@@ -11,6 +11,7 @@ global index, so the chunks together equal one :func:`r1jax.rollout.sample` call
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import jax
@@ -63,5 +64,8 @@ def sample_chunks(model_cfg: ModelConfig, params, prompt_tokens, prompt_mask, rn
 
 def _finish(part: slice, out: Rollout, g: int) -> tuple[slice, Rollout]:
   rows = (part.stop - part.start) * g
-  out = jax.tree.map(lambda x: x[:rows], jax.block_until_ready(out))
+  out = jax.block_until_ready(out)
+  routes = out.expert_ids   # [layers, rows, T, k]: its rows are the second axis
+  out = dataclasses.replace(jax.tree.map(lambda x: x[:rows], out),
+                            expert_ids=None if routes is None else routes[:, :rows])
   return part, out

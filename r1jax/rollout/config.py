@@ -14,6 +14,7 @@ import dataclasses
 from r1jax.config import ConfigError, check_choice, check_range
 
 CACHE_DTYPES = (None, "float32", "bfloat16", "float16")
+ATTENTION = ("filled", "full")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +30,13 @@ class SamplingConfig:
   cache_dtype: str | None = None   # None = the model's compute dtype
   share_prefix: bool = True        # False prefills every sample's copy of the prompt (baseline)
   prompts_per_chunk: int = 32      # sample_chunks: prompts decoded together (memory bound)
+  # filled: each decode step reads the cache in kv_block-slot blocks up to the highest filled
+  # slot; full: the whole max_new_tokens cache every step (the baseline).
+  attention: str = "filled"
+  kv_block: int = 256
+  # 0 = one cache slot per row; N = N slots per sampler call, each taking the call's next
+  # waiting (prompt, sample) row when its row ends (continuous batching; needs filled attention).
+  refill_slots: int = 0
 
   def validate(self):
     check_range("max_new_tokens", self.max_new_tokens, 1)
@@ -43,6 +51,13 @@ class SamplingConfig:
     check_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
     check_choice("share_prefix", self.share_prefix, (True, False))
     check_range("prompts_per_chunk", self.prompts_per_chunk, 1)
+    check_choice("attention", self.attention, ATTENTION)
+    check_range("kv_block", self.kv_block, 1)
+    check_range("refill_slots", self.refill_slots, 0)
+    if self.refill_slots and self.attention != "filled":
+      raise ConfigError("refill_slots", f"got {self.refill_slots} with attention="
+                        f"{self.attention!r}; refilled slots need attention='filled' "
+                        "(or refill_slots=0)")
 
   @property
   def logprob_temperature(self) -> float:

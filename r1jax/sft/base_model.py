@@ -22,6 +22,7 @@ from r1jax.config import check_range
 from r1jax.data import templates
 from r1jax.data.tasks import sums
 from r1jax.data.pipeline import prompt_token_ids
+from r1jax.data.tokenizer_export import finish_tokenizer_files
 from r1jax.data.tasks.splits import split_of
 from r1jax.data.tokenizers import load_tokenizer, train_bpe
 from r1jax.models import ModelConfig, init
@@ -91,9 +92,8 @@ def build(model_cfg: ModelConfig, corpus_cfg: CorpusConfig, sft_cfg: SFTConfig,
             for d in drills]
   params = init(model_cfg, jax.random.key(sft_cfg.seed))
   params = train_sft(model_cfg, sft_cfg, optim_cfg, pairs, workdir, init_params=params)
-  save_hf(model_cfg, jax.device_get(params), out_dir)
-  for name in ("tokenizer.json", "tokenizer_config.json"):
-    with open(os.path.join(workdir, "tokenizer", name), "rb") as src, \
-        open(os.path.join(out_dir, name), "wb") as dst:
-      dst.write(src.read())
+  # The export's defaults are the trainer's (see r1jax.data.tokenizer_export).
+  save_hf(model_cfg, jax.device_get(params), out_dir, tokenizer_from=tokenizer_dir,
+          bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id)
+  finish_tokenizer_files(out_dir, tokenizer, corpus_cfg.template)
   return out_dir

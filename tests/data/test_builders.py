@@ -1,5 +1,10 @@
+import concurrent.futures
 import dataclasses
+import fcntl
 import json
+import os
+import threading
+import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -177,6 +182,41 @@ def test_prepare_all_builds_once(tmp_path):
   builders.prepare_all(config)
   assert builders.make_builder("r1_procedural", config).is_prepared()
   assert len(pipeline.load_examples(dataclasses.replace(config, prepare=False), "train")) == 8
+
+
+def test_processes_asking_at_once_build_a_dataset_once(tmp_path, monkeypatch):
+  # Two workers (threads here: each opens the lock file itself, as a process would) ask for the
+  # same missing dataset together; one builds it while the other waits, then both read it.
+  config = _config(tmp_path, "r1_procedural", procedural_sizes=(2, 1, 1),
+                   procedural_difficulties=(1,))
+  real_prepare, builds, start = builders.prepare, [], threading.Barrier(2)
+
+  def slow_prepare(builder, config):
+    builds.append(threading.get_ident())
+    time.sleep(0.5)   # wide enough for the other worker to find the dataset missing too
+    real_prepare(builder, config)
+
+  monkeypatch.setattr(builders, "prepare", slow_prepare)
+
+  def ask():
+    start.wait()
+    return builders.prepared("r1_procedural", config).info.splits["train"].num_examples
+
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    counts = [f.result() for f in [pool.submit(ask) for _ in range(2)]]
+  assert len(builds) == 1 and counts == [8, 8]
+
+
+def test_a_waiter_that_runs_out_of_time_names_the_lock_and_the_key(tmp_path):
+  config = _config(tmp_path, "r1_procedural", procedural_sizes=(2, 1, 1), prepare_timeout_s=1)
+  lock = builders.make_builder("r1_procedural", config).data_dir + ".lock"
+  os.makedirs(os.path.dirname(lock))
+  with open(lock, "w") as held:   # another process is preparing it
+    fcntl.flock(held, fcntl.LOCK_EX)
+    with pytest.raises(DataError,
+                       match=r"waited 1 s .*r1_procedural.*\.lock.*data\.prepare_timeout_s"):
+      builders.prepared("r1_procedural", config)
+  assert builders.prepared("r1_procedural", config).is_prepared()   # released: built at once
 
 
 def test_procedural_kinds_name_their_own_copy(tmp_path):

@@ -136,7 +136,8 @@ def test_save_load_round_trip_is_exact(cfg, tmp_path):
   save_hf(cfg, params, tmp_path, max_shard_bytes=4096, eos_token_id=3)
   index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
   assert len(set(index["weight_map"].values())) > 1
-  assert json.loads((tmp_path / "generation_config.json").read_text()) == {"eos_token_id": 3}
+  assert json.loads((tmp_path / "generation_config.json").read_text()) == {
+      "eos_token_id": 3, "max_length": cfg.max_seq_len}   # generate's default would stop at 20
   loaded_cfg, loaded = load_hf(tmp_path)
   assert loaded_cfg == cfg
   _assert_trees_equal(loaded, params)
@@ -198,8 +199,8 @@ def test_wrong_shape_is_named(tmp_path):
     ("qwen2_tied", {"layer_types": None, "use_sliding_window": True, "sliding_window": 16},
      "sliding-window attention"),
     ("qwen2_tied", {"layer_types": ["full_attention", "sliding_attention"]}, r"layers \[1\]"),
-    ("qwen2_tied", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}},
-     "RoPE scaling 'yarn'"),
+    ("qwen2_tied", {"rope_parameters": {"rope_type": "proportional", "factor": 4.0, "rope_theta": 1e4}},
+     "RoPE scaling 'proportional' is not supported"),
     ("qwen2_tied", {"hidden_act": "gelu"}, "hidden_act='gelu'"),
     ("qwen2_moe", {"mlp_only_layers": [], "decoder_sparse_step": 2},
      r"unsupported layer layout: dense layers \[0, 2\]"),

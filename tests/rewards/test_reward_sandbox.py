@@ -178,12 +178,53 @@ def test_attack_fails_within_limits_and_leaves_no_trace(name, host, limits):
   _run(limits, ATTACKS[name])
 
 
+# Asks for four times the 256 MB limit at once: refused before a page is touched, in no time.
+MEMORY_AT_ONCE = "def add(a, b):\n    return len(bytearray(1 << 30))\n"
+
+
 def test_statuses_of_resource_attacks(host, limits):
+  # Each program reaches one limit only, unambiguously (the gradual hog can take its time below).
   assert _run(limits, ATTACKS["cpu_loop"]).status == "timeout"
   assert _run(limits, ATTACKS["sleep_loop"]).status == "timeout"
-  assert _run(limits, ATTACKS["memory_hog"]).status == "memory"
+  assert _run(limits, MEMORY_AT_ONCE).status == "memory"
   flood = "while True:\n    print('x' * 65536)\n"
   assert _run(limits, flood, '[{"input": "", "output": "x"}]').status == "output_limit"
+
+
+def test_memory_is_the_verdict_however_long_the_allocation_took(host, limits):
+  # Runs out of memory on the first test, then out of time on the second: the documented
+  # precedence makes it `memory`, whatever the program's clock said by the time it was stopped.
+  both = ("calls = []\ndef add(a, b):\n    calls.append(1)\n    if len(calls) == 1:\n"
+          "        bytearray(1 << 30)\n    while True:\n        pass\n")
+  assert _run(limits, both).status == "memory"
+  # The gradual hog with all the time it could need: memory, not a race against the clock.
+  assert _run({**limits, "time_limit_s": 5.0}, ATTACKS["memory_hog"]).status == "memory"
+
+
+def test_lines_written_before_the_time_ran_out_still_count(monkeypatch):
+  # The program reports its MemoryError just as the clock passes the limit, between two reads of
+  # the channel: the parent must read that line before it judges the run.
+  from r1jax.rewards import program_clock
+  read_end, write_end = os.pipe()
+
+  class LateClock:   # the program's clock: over the limit, with the line arriving meanwhile
+    def __init__(self, harness_pid):
+      pass
+
+    def charged_s(self):
+      os.write(write_end, b'{"i": 0, "error": "MemoryError"}\n')
+      return 1.0
+
+  monkeypatch.setattr(program_clock, "ProgramClock", LateClock)
+  os.write(write_end, b'{"isolation": []}\n')   # the jail's first line starts the clock
+  try:
+    limits = sandbox.Limits(time_s=0.5, memory_mb=256)
+    lines, why = sandbox._read_channel(read_end, limits, os.getpid())
+  finally:
+    os.close(read_end)
+    os.close(write_end)
+  assert why == "timeout"
+  assert sandbox._assemble(lines, why, None, 1, 0.0).status == "memory"
 
 
 def test_secrets_in_env_and_parent_environ_do_not_leak(host, monkeypatch, limits):

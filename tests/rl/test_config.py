@@ -26,6 +26,18 @@ def test_defaults_are_valid_and_r1_stage1_is_expressible():
     ({"eps_low": -0.1}, "rl.eps_low", "[0.0, inf]"),
     ({"micro_batches": 0}, "rl.micro_batches", "[1, inf]"),
     ({"kl_coeff": 0.1}, "rl.kl_coeff", "unknown key"),
+    ({"policy_loss": "ppo"}, "rl.policy_loss", "'grpo', 'gspo', 'cispo'"),
+    ({"policy_loss": "cispo", "dual_clip": 3.0}, "rl.dual_clip", "leave it None"),
+    ({"is_correction": "clip"}, "rl.is_correction", "'none', 'tis', 'mis'"),
+    ({"is_correction": "tis"}, "rl.is_correction", "rl.recompute_old_logprobs=true"),
+    ({"is_cap": 0.5, "is_correction": "mis", "recompute_old_logprobs": True}, "rl.is_cap",
+     "[1.0, inf]"),
+    ({"std_ddof": 2}, "rl.std_ddof", "0, 1"),
+    ({"aggregation": "seq-sum"}, "rl.aggregation", "'seq-mean-token-sum'"),
+    ({"overlong_buffer": 16, "overlong_max_length": 16}, "rl.overlong_max_length",
+     "above the buffer"),
+    ({"overlong_buffer": -1}, "rl.overlong_buffer", "[0, inf]"),
+    ({"dynamic_sampling_max_rounds": 0}, "rl.dynamic_sampling_max_rounds", "[1, inf]"),
 ])
 def test_grpo_config_errors_name_key_and_allowed(values, key, words):
   with pytest.raises(ConfigError) as err:

@@ -33,7 +33,8 @@ GRPO = GRPOConfig(num_generations=4, aggregation="token-mean", eps_high=0.28, kl
 BP, G, P, T = 4, 4, 6, 5
 
 
-def _batch(seed=0):
+def _batch(seed=0, sampler=False):
+  """The test minibatch; with `sampler`, sampler log-probs beside pi_old (the recompute)."""
   rng = np.random.default_rng(seed)
   n = BP * G
   prompt_lengths = np.array([6, 2, 4, 5])
@@ -43,13 +44,15 @@ def _batch(seed=0):
   lengths[:G] = 1                                     # prompt 0's outputs are short
   completion_mask = np.arange(T)[None] < lengths[:, None]
   rewards = rng.integers(0, 2, n).astype(np.float32)
+  old = (np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32)
   return LearnerBatch(
       prompt_tokens=prompt_tokens, prompt_mask=prompt_mask,
       completion_tokens=rng.integers(1, 64, (n, T)).astype(np.int32),
       completion_mask=completion_mask,
-      old_logprobs=(np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
+      old_logprobs=old,
       ref_logprobs=(np.log(1 / 64) + rng.normal(0, 0.3, (n, T))).astype(np.float32),
-      advantages=np.asarray(group_advantages(rewards, G)), truncated=lengths == T)
+      advantages=np.asarray(group_advantages(rewards, G)), truncated=lengths == T,
+      sampler_logprobs=(old + rng.normal(0, 0.3, (n, T))).astype(np.float32) if sampler else None)
 
 
 def _mesh(ici):
@@ -245,3 +248,56 @@ def test_long_sequence_paths_sharded_match_the_single_device_step(single, monkey
   state, metrics = make_train_step(CFG, GRPO, OPTIM, mesh)(state, _batch())
   _assert_same_update(state, want_state, params0)
   _assert_trees_close(metrics, want_metrics, atol=1e-6, rtol=1e-5)
+
+
+# The learner options beyond GRPO, through the step users run: each against the NumPy
+# restatement of tests/rl/test_losses.py, and sharded over 8 devices with micro-batches against
+# the single-device step.
+OPTION_VARIANTS = {
+    "gspo-tis-seq-sum": dict(policy_loss="gspo", eps_low=0.01, eps_high=0.02,
+                             recompute_old_logprobs=True, is_correction="tis", is_cap=1.1,
+                             aggregation="seq-mean-token-sum"),
+    "cispo-mis": dict(policy_loss="cispo", recompute_old_logprobs=True, is_correction="mis",
+                      is_cap=1.1, aggregation="token-mean", mask_truncated=False),
+}
+
+
+@pytest.mark.parametrize("variant", OPTION_VARIANTS)
+def test_learner_options_match_numpy_sharded_and_micro_batched(variant):
+  from tests.rl.test_losses import numpy_is_weights, numpy_loss
+  cfg = dataclasses.replace(GRPO, **OPTION_VARIANTS[variant])
+  b = _batch(sampler=True)
+  single_mesh = _mesh(SINGLE)
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), single_mesh)
+  params0 = jax.tree.map(np.asarray, state.params)
+  want_state, m = make_train_step(CFG, cfg, OPTIM, single_mesh)(state, b)
+  logp, entropy, _ = jax.jit(completion_stats, static_argnums=0)(
+      CFG, params0, b.prompt_tokens, b.prompt_mask, b.completion_tokens)
+  mask = b.completion_mask & ~(b.truncated[:, None] & cfg.mask_truncated)
+  is_w = numpy_is_weights(cfg, b.old_logprobs, b.sampler_logprobs)
+  loss, _, _ = numpy_loss(cfg, np.asarray(logp), b.old_logprobs, b.ref_logprobs, b.advantages,
+                          mask, np.asarray(entropy), is_w)
+  np.testing.assert_allclose(float(m["loss"]), loss, rtol=1e-4, atol=1e-6)
+  log_ratio = (b.old_logprobs - b.sampler_logprobs).astype(np.float64)[mask]
+  want = {"mismatch/kl": np.mean(np.exp(log_ratio) - log_ratio - 1),
+          "mismatch/max_abs_log_ratio": np.abs(log_ratio).max(),
+          "is/weight_mean": is_w[mask].mean(),
+          "is/above_cap_frac": np.mean(log_ratio > np.log(1.1))}
+  for key, value in want.items():
+    np.testing.assert_allclose(float(m[key]), value, rtol=1e-4, atol=1e-6, err_msg=key)
+  assert 0 < want["is/above_cap_frac"] < 1
+  assert float(m["clip_frac/low"]) + float(m["clip_frac/high"]) > 0
+  mesh = _mesh(SHARDED)
+  state = init_train_state(CFG, OPTIM, jax.random.key(0), mesh)
+  state, metrics = make_train_step(CFG, dataclasses.replace(cfg, micro_batches=2), OPTIM, mesh)(
+      state, b)
+  _assert_same_update(state, want_state, params0)
+  _assert_trees_close(metrics, m, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", [False, True])
+def test_abstract_batch_has_the_fields_and_shapes_of_a_real_one(sampler):
+  real = _batch(sampler=sampler)
+  abstract = LearnerBatch.abstract(BP, G, P, T, sampler_logprobs=sampler)
+  assert {k: (np.shape(v), np.dtype(v.dtype)) for k, v in abstract.fields().items()} == {
+      k: (np.shape(v), np.asarray(v).dtype) for k, v in real.fields().items()}

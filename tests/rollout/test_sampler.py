@@ -116,7 +116,9 @@ def test_shared_prefix_equals_separate_prefill(ref):
   separate = sample(cfg, params, tokens, mask, jax.random.key(5), share_prefix=False, **kw)
   np.testing.assert_array_equal(np.asarray(shared.tokens), np.asarray(separate.tokens))
   np.testing.assert_array_equal(np.asarray(shared.lengths), np.asarray(separate.lengths))
-  np.testing.assert_allclose(np.asarray(shared.logprobs), np.asarray(separate.logprobs), atol=1e-6)
+  # float32 rounding only: grouped and per-row prefix products sum in different orders
+  np.testing.assert_allclose(np.asarray(shared.logprobs), np.asarray(separate.logprobs), atol=1e-6,
+                             rtol=2e-6)
 
 
 def test_bfloat16_cache_stays_close_to_the_exact_logprobs(ref):
