@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from r1jax.config import ConfigError, check_choice, from_dict
 from r1jax.data.config import DataConfig
+from r1jax.dpo.train import DPOConfig
 from r1jax.experience import EvalConfig
 from r1jax.jobs.evaluate import BenchmarkConfig
 from r1jax.jobs.registry import JOB_NAMES, STAGE_JOB_NAMES
@@ -49,6 +50,7 @@ class Experiment:
   loop: LoopConfig = LoopConfig()
   eval: EvalConfig = EvalConfig()
   sft: SFTConfig = SFTConfig()
+  dpo: DPOConfig = DPOConfig()
   corpus: CorpusConfig = CorpusConfig()
   rejection: RejectionConfig = RejectionConfig()
   reward_model: RewardModelConfig = RewardModelConfig()

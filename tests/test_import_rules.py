@@ -11,7 +11,7 @@ LOOP = ("r1jax.experience", "r1jax.train")
 ORCHESTRATION = (*LOOP, "r1jax.jobs", "r1jax.plan", "r1jax.main", "r1jax.report",
                  "r1jax.experiment")
 LIBRARY = ("r1jax.models", "r1jax.rollout", "r1jax.rl", "r1jax.rewards", "r1jax.data",
-           "r1jax.sft", "r1jax.reward_model")
+           "r1jax.sft", "r1jax.reward_model", "r1jax.dpo")
 # part -> what it must not import: a model knows nothing of sampling or RL; sampling is
 # independent of the loss; the learner takes arrays; the data pipeline feeds both.
 FORBIDDEN = {
@@ -20,7 +20,8 @@ FORBIDDEN = {
     "r1jax.rl": ("r1jax.rollout", "r1jax.rewards", "r1jax.data"),
     "r1jax.data": ("r1jax.rl", "r1jax.rollout"),
     **{lib: ("r1jax.jobs", "r1jax.train", "r1jax.main") for lib in ("r1jax.sft",
-                                                                      "r1jax.reward_model")},
+                                                                      "r1jax.reward_model",
+                                                                      "r1jax.dpo")},
 }
 # Verifiers run in CPU worker processes: of the project, they import only themselves and config.
 REWARDS_MAY_IMPORT = ("r1jax.rewards", "r1jax.config")

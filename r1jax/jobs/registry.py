@@ -3,7 +3,7 @@
 `r1jax.experiment` validates `job` and every stage's job against this list, the `pipeline` job
 dispatches its stages through it, and :func:`run` (behind ``r1jax.main``) runs the experiment's
 job. A job returns a summary dict, written to ``<workdir>/summary.json``. Every job that trains a
-policy (rl, sft, base_model, and the pipeline, which links its last stage's) ends with
+policy (rl, sft, dpo, base_model, and the pipeline, which links its last stage's) ends with
 ``<workdir>/export``, a Hugging Face directory that `transformers` and later stages load.
 """
 
@@ -20,7 +20,7 @@ import jax
 from absl import logging
 
 from r1jax.distributed import is_chief
-from r1jax.jobs import base_model, control, evaluate, rejection, reward_model, sft, stages
+from r1jax.jobs import base_model, control, dpo, evaluate, rejection, reward_model, sft, stages
 from r1jax.metrics import SUMMARY_FILE, write_json
 from r1jax.policy import EXPORT
 from r1jax.train import train_and_evaluate
@@ -75,6 +75,7 @@ JOBS: tuple[Job, ...] = (
     # Their training loops feed host batches to a step sharded over one process's devices only.
     Job("base_model", base_model.run, multi_process=False),
     Job("sft", sft.run, multi_process=False),
+    Job("dpo", dpo.run, multi_process=False),
     Job("rejection", rejection.run, hands_on=rejection.TRACES),
     Job("reward_model", reward_model.run, policy=False, multi_process=False),
     Job("evaluate", evaluate.run, hands_on=None),

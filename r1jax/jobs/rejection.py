@@ -6,8 +6,10 @@ sample only if its verifier accepted it (accuracy 1) and it passes the readabili
 are switched on: the exact R1 format, language consistency of the CoT at or above a threshold, and
 no degenerate repetition. Exact duplicates of a prompt's kept answers are dropped, and at most
 `max_per_prompt` are kept. The kept samples go to `<workdir>/traces.jsonl` (the rows the SFT
-trainer reads); the acceptance statistics (kept/total overall, per type, per difficulty, and why
-samples were rejected) are the job's summary.
+trainer reads); with `write_failed`, the samples the verifier rejected go to
+`<workdir>/failed.jsonl` too (the rejected side of DPO pairs, `r1jax/jobs/dpo.py`). The
+acceptance statistics (kept/total overall, per type, per difficulty, and why samples were
+rejected) are the job's summary.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from r1jax.policy import load_policy
 from r1jax.rewards import fmt, language
 
 TRACES = "traces.jsonl"
+FAILED = "failed.jsonl"
 REASONS = ("unverified", "format", "language", "repetition", "duplicate", "over_quota")
 
 
@@ -46,6 +49,7 @@ class RejectionConfig:
   min_language: float = 0.0       # language consistency of the CoT (rewards.target_language); 0 = off
   max_repetition: float = 1.0     # largest share of one repeated word 4-gram; 1 = off
   max_per_prompt: int = 0         # 0 = keep all accepted samples (after de-duplication)
+  write_failed: bool = False      # also write the unverified samples (DPO's rejected answers)
   seed: int = 0
 
   def validate(self):
@@ -149,6 +153,11 @@ def run(exp, workdir: str) -> dict[str, Any]:
   if is_chief():
     with open(os.path.join(workdir, TRACES), "w", encoding="utf-8") as f:
       f.writelines(json.dumps(row) + "\n" for row in kept)
+    if cfg.write_failed:
+      k = cfg.num_samples
+      with open(os.path.join(workdir, FAILED), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps({**{n: examples[i // k][n] for n in FIELDS}, "completion": text})
+                     + "\n" for i, (text, acc) in enumerate(zip(texts, accuracy)) if acc < 1.0)
   logging.info("rejection sampling kept %d of %d samples (%.1f%%)", stats["kept"], stats["total"],
                100 * stats["acceptance"])
   return stats

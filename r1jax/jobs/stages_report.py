@@ -1,7 +1,8 @@
 """The `pipeline` job's report: the stage table, and the paper's two small-scale ablations.
 
 - ``stages``: each stage's job, wall time and headline result (pass@1 before/after for RL, eval
-  for SFT, acceptance for rejection sampling, pairwise accuracy for a reward model).
+  for SFT, acceptance for rejection sampling, pairwise accuracy for a reward model, the loss
+  for DPO).
 - ``distill_vs_rl``: the paper's distillation table. One row per `evaluate` stage (named
   ``eval_<row>``), pass@1 and cons@k per task (here: per difficulty level) and overall, plus a bar
   plot; the stage table gives the compute each arm spent. Stages ``<arm>_s<seed>`` are repeats of
@@ -44,6 +45,9 @@ def _headline(stage: dict[str, Any]) -> str:
   if job == "reward_model":
     return (f"held-out pairwise accuracy {_pct(s['accuracy_before'])} -> "
             f"{_pct(s['accuracy_after'])}")
+  if job == "dpo":
+    return (f"{s['pairs']} pairs, loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}, "
+            f"reward accuracy {_pct(s['reward_accuracy'])}%")
   if "last" in s:
     return f"pass@1 {_pct(s['last']['pass@1'])}, cons@k {_pct(s['last']['cons@k'])}"
   return f"{s.get('examples', '')} examples" if job == "sft" else "done"

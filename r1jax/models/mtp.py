@@ -12,11 +12,57 @@ next-token cross-entropy of each module's predictions.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from r1jax.models import layers, transformer
 from r1jax.models.config import ModelConfig
+
+
+def _depth(params, k: int):
+  """Depth k's (1-based) module parameters."""
+  return jax.tree.map(lambda a: a[k - 1], params["mtp"])
+
+
+def _module_input(cfg: ModelConfig, params, p, h, next_tokens):
+  """eh_proj([enorm(embed(next token)), hnorm(h)]): the block input of one MTP module."""
+  dtype, eps = cfg.dtype, cfg.norm_eps
+  emb = params["embed"].astype(dtype)[next_tokens]
+  x = jnp.concatenate([layers.rms_norm(emb, p["enorm"], eps),
+                       layers.rms_norm(h.astype(dtype), p["hnorm"], eps)], axis=-1)
+  return jnp.einsum("btc,cd->btd", x, p["eh_proj"].astype(dtype))
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> transformer.KVCache:
+  """An empty KV cache for the depth-1 module's block (one layer, stored under 'mtp')."""
+  one = transformer.init_cache(dataclasses.replace(cfg, num_layers=1, moe=None), batch, length,
+                               dtype)
+  return transformer.KVCache(k={"mtp": one.k["dense"][0]}, v={"mtp": one.v["dense"][0]},
+                             mask=one.mask, index=one.index)
+
+
+def step(cfg: ModelConfig, params, h, next_tokens, positions, cache: transformer.KVCache,
+         token_mask=None, prefix: transformer.KVCache | None = None):
+  """The depth-1 module run incrementally, as the main model decodes with a KV cache:
+  (logits f32 [B, T, V], updated cache). Entry [b, t] combines the trunk's hidden state
+  h [B, T, D] at `positions` [B, T] with the embedding of the token after it, next_tokens
+  [B, T], and predicts the token after that; it attends to the cache's earlier entries (written
+  from cache.index, a scalar or [B]) and to an optional read-only `prefix` (an `init_cache`
+  cache of B/G prompts shared by each G consecutive rows), as `mtp_logits` does over a row."""
+  p = _depth(params, 1)
+  x = _module_input(cfg, params, p, h, next_tokens)
+  if token_mask is None:
+    token_mask = jnp.ones(next_tokens.shape, bool)
+  mask, written = transformer._self_mask(cfg, next_tokens, None, token_mask, cache)  # pylint: disable=protected-access
+  pre = None if prefix is None else (prefix.k["mtp"], prefix.v["mtp"], prefix.mask)
+  kind = "dense" if cfg.moe is None else "moe"
+  x, (k, v), _ = transformer._block(cfg, kind, p["block"], x, positions, mask,  # pylint: disable=protected-access
+                                    (cache.k["mtp"], cache.v["mtp"]), pre, cache.index)
+  new_cache = transformer.KVCache(k={"mtp": k}, v={"mtp": v}, mask=written,
+                                  index=cache.index + next_tokens.shape[1])
+  return transformer.head(cfg, params, layers.rms_norm(x, p["norm"], cfg.norm_eps)), new_cache
 
 
 def mtp_logits(cfg: ModelConfig, params, tokens, h, positions=None, segment_ids=None):
@@ -27,15 +73,12 @@ def mtp_logits(cfg: ModelConfig, params, tokens, h, positions=None, segment_ids=
   if positions is None:
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
   kind = "dense" if cfg.moe is None else "moe"
-  dtype, eps = cfg.dtype, cfg.norm_eps
+  eps = cfg.norm_eps
   out = []
   for k in range(1, cfg.mtp_layers + 1):
-    p = jax.tree.map(lambda a, i=k - 1: a[i], params["mtp"])
+    p = _depth(params, k)
     n = t - k
-    emb = params["embed"].astype(dtype)[tokens[:, k:]]
-    x = jnp.concatenate([layers.rms_norm(emb, p["enorm"], eps),
-                         layers.rms_norm(h[:, :n].astype(dtype), p["hnorm"], eps)], axis=-1)
-    x = jnp.einsum("btc,cd->btd", x, p["eh_proj"].astype(dtype))
+    x = _module_input(cfg, params, p, h[:, :n], tokens[:, k:])
     seg = None if segment_ids is None else segment_ids[:, :n]
     mask, _ = transformer._self_mask(cfg, tokens[:, :n], seg, None, None)  # pylint: disable=protected-access
     h, _, _ = transformer._block(cfg, kind, p["block"], x, positions[:, :n], mask,  # pylint: disable=protected-access

@@ -189,6 +189,8 @@ def _replay_mismatch(mb: LearnerBatch, changed) -> jax.Array:
   if mb.expert_ids is None or changed is None:
     return jnp.zeros((2,), jnp.float32)
   fed = mb.completion_mask[:, 1:].astype(jnp.float32)   # token j was fed iff token j + 1 exists
+  # Under sequence parallelism the fed positions are padded to whole slices per device.
+  changed = changed[:, :fed.shape[1]]
   return jnp.stack([jnp.sum(changed * fed), jnp.sum(fed)])
 
 

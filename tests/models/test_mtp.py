@@ -41,3 +41,29 @@ def test_packed_segments_equal_separate_rows_and_sft_loss_adds_weighted_mtp():
   np.testing.assert_allclose(float(total - main), 0.3 * float(got), rtol=1e-4)
   assert float(count) == 11
   assert float(jnp.abs(grads["mtp"]["eh_proj"]).sum()) > 0
+
+
+def test_incremental_step_equals_mtp_logits_over_the_row():
+  """`mtp.step` with a left-padded prompt prefix, a two-entry step (the second entry masked out,
+  then redone) and a one-entry step gives `mtp_logits`' depth-1 logits at each position."""
+  cfg = dataclasses.replace(V3, mtp_layers=1)
+  params = init(cfg, jax.random.key(0), init_std=0.3)
+  tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, cfg.vocab_size)
+  h = trunk(cfg, params, tokens)[0]
+  want = np.asarray(mtp.mtp_logits(cfg, params, tokens, h)[0])       # [2, 7, V]
+  pos = jnp.broadcast_to(jnp.arange(8), (2, 8))
+  step = jax.jit(mtp.step, static_argnums=0)   # eager dispatch of the block is slow
+  # The prefix is left-padded by two masked-out entries (as the sampler's prompts are).
+  pad = lambda x: jnp.concatenate([x[:, :2], x], axis=1)
+  _, prefix = step(cfg, params, pad(h[:, :4]), pad(tokens[:, 1:5]),
+                   jnp.array([[0, 0, 0, 1, 2, 3]] * 2), mtp.init_cache(cfg, 2, 6),
+                   jnp.array([[False] * 2 + [True] * 4] * 2))
+  cache = mtp.init_cache(cfg, 2, 4)
+  cache = dataclasses.replace(cache, index=jnp.zeros((2,), jnp.int32))
+  # Entry 5 is written but masked out (a rejected draft), so it is redone from index 5.
+  got_4, cache = step(cfg, params, h[:, 4:6], tokens[:, 5:7], pos[:, 4:6], cache,
+                      jnp.array([[True, False]] * 2), prefix)
+  cache = dataclasses.replace(cache, index=cache.index - 1)
+  got_56, _ = step(cfg, params, h[:, 5:7], tokens[:, 6:8], pos[:, 5:7], cache, None, prefix)
+  np.testing.assert_allclose(np.asarray(got_4[:, 0]), want[:, 4], atol=1e-5)
+  np.testing.assert_allclose(np.asarray(got_56), want[:, 5:7], atol=1e-5)
