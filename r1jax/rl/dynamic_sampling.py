@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from r1jax.rl.advantages import informative_groups, rollout_advantages
+from r1jax.rl.advantages import informative_groups
 from r1jax.rl.batch import PROMPT_FIELDS, Groups, LearnerBatch
 from r1jax.rl.config import GRPOConfig
+from r1jax.rl.minibatch import prepare
 
 # Fill values of the completion arrays' padding (a completion's tokens past its end).
 _PAD = {"completion_mask": False, "old_logprobs": 0.0, "ref_logprobs": 0.0,
@@ -72,10 +73,7 @@ def refilled_batch(cfg: GRPOConfig, rounds: Sequence[tuple[Groups, np.ndarray]],
   informative = int(keep.sum())
   if informative == 0:
     order = order[:0]
-  chosen = groups.take_groups(order)
-  chosen_rewards = rewards.reshape(-1, g)[order].reshape(-1)
-  advantages = np.asarray(rollout_advantages(cfg, chosen, chosen_rewards), np.float32)
   metrics = {"dynamic_sampling/rounds": float(len(rounds)),
              "dynamic_sampling/informative_groups": float(min(informative, target)),
              "dynamic_sampling/filled_groups": float(max(target - informative, 0))}
-  return LearnerBatch(**chosen.fields(), advantages=advantages), metrics
+  return prepare(cfg, groups, rewards, keep=order), metrics

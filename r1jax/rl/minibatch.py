@@ -19,19 +19,21 @@ from r1jax.rl.batch import Groups, LearnerBatch
 from r1jax.rl.config import GRPOConfig
 
 
-def prepare(cfg: GRPOConfig, groups: Groups, rewards) -> LearnerBatch:
-  """Drops zero-variance groups if cfg.dynamic_sampling, then adds `advantages` [N] f32.
+def prepare(cfg: GRPOConfig, groups: Groups, rewards, keep=None) -> LearnerBatch:
+  """The groups `keep` (indices, in order; by default the informative ones if
+  cfg.dynamic_sampling, else all) with their `advantages` [N] f32.
 
   With dynamic sampling fewer groups may come back: the caller samples more prompts and
-  concatenates (DAPO), or trims with `take_groups`.
+  concatenates (DAPO, `r1jax.rl.dynamic_sampling`), or trims with `take_groups`.
   """
   g = cfg.num_generations
   if groups.group_size() != g:
     raise ConfigError("num_generations", f"got {g}; the rollout has {groups.group_size()} "
                       "outputs per prompt")
   rewards = np.asarray(rewards, np.float32)
-  keep = np.flatnonzero(informative_groups(rewards, g) if cfg.dynamic_sampling
-                        else np.ones(groups.num_prompts, bool))
+  if keep is None:
+    keep = np.flatnonzero(informative_groups(rewards, g) if cfg.dynamic_sampling
+                          else np.ones(groups.num_prompts, bool))
   kept = groups.take_groups(keep)
   kept_rewards = rewards.reshape(-1, g)[keep].reshape(-1)
   advantages = np.asarray(rollout_advantages(cfg, kept, kept_rewards), np.float32)
